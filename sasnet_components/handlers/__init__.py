@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from .sar_fusion import SARFusion
+
+__all__ = ["SARFusion"]

@@ -1,0 +1,269 @@
+"""Scale-aware Adaptive Reweight (SAR): the per-case confidence memory and the fusion of Eq. 4-8.
+
+Paper section 3.2. For labeled samples the two decoders' probabilities are reweighted by their
+confidence on the previous epochs and fused with a softmax (Eq. 4-6); the confidence of a branch
+on a voxel is the probability it gives the true class (Eq. 7-8). Unlabeled samples average the
+two probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from monai.utils import look_up_option
+
+from sasnet_components.transforms.fourier_rotate import apply_view
+
+__all__ = ["SARFusion"]
+
+_MODES = ("paper", "running")
+_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+# paper mode: slots of the per-case memory
+_CURRENT, _PREVIOUS, _BEFORE_PREVIOUS = 0, 1, 2
+
+
+def _as_int_rows(value: Union[torch.Tensor, Sequence], name: str, batch: int, ndim: int) -> List[List[int]]:
+    rows = [[int(v) for v in torch.as_tensor(row).reshape(-1).tolist()] for row in value]
+    if len(rows) != batch or any(len(r) != ndim for r in rows):
+        raise ValueError(f"`{name}` must hold {batch} rows of {ndim} integers (one per spatial dim), got {value!r}.")
+    return rows
+
+
+class SARFusion:
+    """Confidence memory and fusion of Scale-aware Adaptive Reweight (paper Eq. 4-8), an Ignite handler.
+
+    The memory holds, per labeled case and per branch (low, high), a confidence map over the whole
+    case volume (the grid the training crops are drawn from, padding included), initialised to
+    0.5. Patches are random crops seen in a view (an axis permutation, see ``RandFourierRotated``),
+    so every read and write goes through the crop location and the view of its patch.
+
+    For a labeled sample with probabilities ``P_low``, ``P_high`` and memory weights ``Cbar``:
+
+        ensemble = softmax((1 + alpha * Cbar_low) * P_low + (1 + alpha * Cbar_high) * P_high)   (Eq. 4-6)
+
+    and the confidences written back are ``C_b = P_b[true class]`` (Eq. 7-8). Unlabeled samples
+    get ``(P_low + P_high) / 2``.
+
+    Modes:
+        - ``"paper"`` (default): ``Cbar = (C_{i-1} + C_{i-2}) / 2``, the mean of the confidences of
+          the two previous epochs. Confidences written during epoch ``i`` become ``C_{i-1}`` when the
+          trainer's ``EPOCH_COMPLETED`` fires; a voxel that no crop covered during an epoch keeps its
+          last value.
+        - ``"running"``: the rule the reference code intends (implemented with correct indexing):
+          ``Cbar`` is a running memory ``M`` read before the update; after each iteration
+          ``M = (M + C) / 2`` where the voxel was seen before and ``M = C`` where it is seen for the
+          first time. Epoch boundaries do not matter in this mode.
+
+    An epoch is one pass over the labeled cases: set the trainer's ``epoch_length`` accordingly
+    (e.g. 16 labeled cases, 2 per batch: 8 iterations) and :meth:`attach` this handler.
+
+    The whole memory round-trips through :meth:`state_dict` / :meth:`load_state_dict`, which use
+    only tensors, numbers and strings (loadable with ``torch.load(weights_only=True)`` as MONAI's
+    ``CheckpointLoader`` does), so put the handler in ``CheckpointSaver``'s ``save_dict``.
+
+    Args:
+        alpha: residual coefficient in [0, 1] (paper: 0.5).
+        mode: ``"paper"`` or ``"running"``.
+        dtype: storage type of the memory, ``"float16"`` (compact, default) or ``"float32"``.
+
+    Example::
+
+        sar = SARFusion(alpha=0.5)
+        sar.attach(trainer)
+        ensemble = sar.fuse(prob_low, prob_high, labeled=batch["labeled"], label=batch["label"],
+                            case_ids=batch["case_id"], crop_starts=batch["crop_start"],
+                            views=batch["view"], case_shapes=batch["case_shape"])
+    """
+
+    def __init__(self, alpha: float = 0.5, mode: str = "paper", dtype: str = "float16") -> None:
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"`alpha` must be in [0, 1], got {alpha!r}.")
+        self.alpha = float(alpha)
+        self.mode: str = look_up_option(mode, _MODES)
+        self.dtype_name: str = look_up_option(dtype, tuple(_DTYPES))
+        self.epoch = 0
+        self.memory: Dict[str, torch.Tensor] = {}  # case id -> paper: (3, 2, *case); running: (2, *case)
+        self.seen: Dict[str, torch.Tensor] = {}  # running mode: case id -> bool (*case)
+
+    # ------------------------------------------------------------------ ignite
+    def attach(self, engine) -> None:
+        """Roll the memory when ``engine`` completes an epoch (``Events.EPOCH_COMPLETED``)."""
+        from ignite.engine import Events
+
+        if not engine.has_event_handler(self.epoch_completed, Events.EPOCH_COMPLETED):
+            engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+
+    def epoch_completed(self, engine: Any = None) -> None:
+        """End of an epoch: in ``"paper"`` mode ``C_{i-2} <- C_{i-1} <- C_i``."""
+        if self.mode == "paper":
+            for memory in self.memory.values():
+                memory[_BEFORE_PREVIOUS].copy_(memory[_PREVIOUS])
+                memory[_PREVIOUS].copy_(memory[_CURRENT])
+        self.epoch += 1
+
+    # ------------------------------------------------------------------ fusion
+    def fuse(
+        self,
+        prob_low: torch.Tensor,
+        prob_high: torch.Tensor,
+        labeled: Union[torch.Tensor, Sequence[bool]],
+        label: Optional[torch.Tensor] = None,
+        case_ids: Optional[Sequence[str]] = None,
+        crop_starts: Optional[Union[torch.Tensor, Sequence[Sequence[int]]]] = None,
+        views: Optional[Union[torch.Tensor, Sequence[Sequence[int]]]] = None,
+        case_shapes: Optional[Union[torch.Tensor, Sequence[Sequence[int]]]] = None,
+        update: bool = True,
+    ) -> torch.Tensor:
+        """Fuse the two branches (Eq. 4-6) and write the labeled confidences (Eq. 7-8) to the memory.
+
+        Args:
+            prob_low: softmax probabilities of the low-level decoder, `(B, C, *spatial)` in [0, 1].
+            prob_high: softmax probabilities of the high-level decoder, same shape.
+            labeled: `(B,)` booleans; only labeled samples read `label` and the memory.
+            label: `(B, 1, *spatial)` class indices in [0, C); entries of unlabeled samples are
+                placeholders and never read. Required when any sample is labeled.
+            case_ids: `B` case identifiers (strings) naming each labeled sample's case.
+            crop_starts: `(B, S)` start of each patch's crop in its case volume, in case axis order.
+            views: `(B, S)` the axis permutation applied to the crop to give the patch
+                (``patch = crop.permute(view)``); identity ``(0, 1, ..., S-1)`` for no view change.
+            case_shapes: `(B, S)` spatial shape of each case volume (the grid crops are drawn from).
+            update: write the confidences of this batch to the memory (False: read only).
+
+        Returns:
+            The ensemble probability `(B, C, *spatial)` in [0, 1] (sums to 1 over channels). It keeps
+            the autograd graph of the inputs; the memory only stores detached values.
+
+        Raises:
+            ValueError: on mismatched shapes, label values outside [0, C), a crop outside its case,
+                a view that is not a permutation, or a case seen with two different shapes.
+        """
+        if prob_low.shape != prob_high.shape or prob_low.ndim < 3:
+            raise ValueError(
+                f"`prob_low` and `prob_high` must have the same shape (B, C, *spatial), "
+                f"got {tuple(prob_low.shape)} and {tuple(prob_high.shape)}."
+            )
+        batch, n_classes, spatial = prob_low.shape[0], prob_low.shape[1], tuple(prob_low.shape[2:])
+        labeled_mask = torch.as_tensor(labeled, dtype=torch.bool, device=torch.device("cpu")).reshape(-1)
+        if labeled_mask.numel() != batch:
+            raise ValueError(f"`labeled` must hold {batch} flags (one per sample), got {labeled_mask.numel()}.")
+        ensemble = 0.5 * (prob_low + prob_high)
+        indices = labeled_mask.nonzero().reshape(-1).tolist()
+        if not indices:
+            return ensemble
+        if label is None or case_ids is None or crop_starts is None or views is None or case_shapes is None:
+            raise ValueError("labeled samples need `label`, `case_ids`, `crop_starts`, `views` and `case_shapes`.")
+        if tuple(label.shape) != (batch, 1, *spatial):
+            raise ValueError(f"`label` must have shape {(batch, 1, *spatial)}, got {tuple(label.shape)}.")
+        if len(case_ids) != batch:
+            raise ValueError(f"`case_ids` must hold {batch} identifiers, got {len(case_ids)}.")
+        ndim = len(spatial)
+        starts = _as_int_rows(crop_starts, "crop_starts", batch, ndim)
+        perms = _as_int_rows(views, "views", batch, ndim)
+        shapes = _as_int_rows(case_shapes, "case_shapes", batch, ndim)
+
+        lab = label[indices].long()
+        bad = lab[(lab < 0) | (lab >= n_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"`label` of labeled samples must hold class indices in [0, {n_classes}), "
+                f"got values {sorted(set(bad.unique().tolist()))[:5]}."
+            )
+        with torch.no_grad():
+            confidence = torch.stack(
+                [prob_low[indices].gather(1, lab), prob_high[indices].gather(1, lab)], dim=1
+            )[:, :, 0]  # (L, 2, *spatial)
+
+        weights = []
+        for row, i in enumerate(indices):
+            case = str(case_ids[i])
+            regions = self._regions(case, starts[i], perms[i], shapes[i], spatial, prob_low.device)
+            weights.append(self._read(case, regions, perms[i]))
+            if update:
+                self._write(case, regions, perms[i], confidence[row])
+        weight = torch.stack(weights).to(prob_low.dtype)  # (L, 2, *spatial)
+        scaled = (1 + self.alpha * weight[:, :1]) * prob_low[indices] + (1 + self.alpha * weight[:, 1:]) * prob_high[indices]
+        ensemble = ensemble.clone()
+        ensemble[indices] = torch.softmax(scaled, dim=1)
+        return ensemble
+
+    # ------------------------------------------------------------------ memory access
+    def _regions(self, case: str, start: List[int], perm: List[int], case_shape: List[int], spatial, device):
+        if sorted(perm) != list(range(len(spatial))):
+            raise ValueError(f"`views` entry for case {case!r} must be a permutation of {list(range(len(spatial)))}, got {perm}.")
+        crop_shape = [0] * len(spatial)
+        for axis, source in enumerate(perm):  # patch axis `axis` is crop axis `source`
+            crop_shape[source] = spatial[axis]
+        if any(s < 0 or s + c > n for s, c, n in zip(start, crop_shape, case_shape)):
+            raise ValueError(
+                f"crop of case {case!r} at start {start} with size {crop_shape} does not fit in its case shape {case_shape}."
+            )
+        self._allocate(case, case_shape, device)
+        return tuple(slice(s, s + c) for s, c in zip(start, crop_shape))
+
+    def _allocate(self, case: str, case_shape: List[int], device) -> None:
+        memory = self.memory.get(case)
+        if memory is None:
+            leading = (3, 2) if self.mode == "paper" else (2,)
+            self.memory[case] = torch.full((*leading, *case_shape), 0.5, dtype=_DTYPES[self.dtype_name], device=device)
+            if self.mode == "running":
+                self.seen[case] = torch.zeros(case_shape, dtype=torch.bool, device=device)
+            return
+        if list(memory.shape[-len(case_shape):]) != list(case_shape):
+            raise ValueError(
+                f"case {case!r} was first seen with shape {list(memory.shape[-len(case_shape):])}, now with {case_shape}."
+            )
+        if memory.device != torch.device(device):
+            self.memory[case] = memory.to(device)
+            if case in self.seen:
+                self.seen[case] = self.seen[case].to(device)
+
+    def _read(self, case: str, regions, perm: List[int]) -> torch.Tensor:
+        """Memory weight `Cbar` of both branches in patch space, `(2, *patch)` float32."""
+        memory = self.memory[case]
+        if self.mode == "paper":
+            crop = (memory[_PREVIOUS][(slice(None), *regions)].float() + memory[_BEFORE_PREVIOUS][(slice(None), *regions)].float()) / 2
+        else:  # a copy: the write that follows must not change the weights already read
+            crop = memory[(slice(None), *regions)].to(torch.float32, copy=True)
+        return apply_view(crop, perm)
+
+    def _write(self, case: str, regions, perm: List[int], confidence: torch.Tensor) -> None:
+        """Store `confidence` `(2, *patch)` (patch space) at the crop of `case` (case space)."""
+        crop = apply_view(confidence, perm, inverse=True)
+        memory = self.memory[case]
+        if self.mode == "paper":
+            memory[_CURRENT][(slice(None), *regions)] = crop.to(memory.dtype)
+            return
+        seen = self.seen[case][regions]
+        old = memory[(slice(None), *regions)].float()
+        memory[(slice(None), *regions)] = torch.where(seen, (old + crop.float()) / 2, crop.float()).to(memory.dtype)
+        self.seen[case][regions] = True
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        """The whole memory as tensors, numbers and strings (safe for ``weights_only`` loading)."""
+        return {
+            "mode": self.mode,
+            "alpha": self.alpha,
+            "dtype": self.dtype_name,
+            "epoch": self.epoch,
+            "memory": {case: m.detach().cpu().clone() for case, m in self.memory.items()},
+            "seen": {case: s.detach().cpu().clone() for case, s in self.seen.items()},
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore a memory written by :meth:`state_dict`.
+
+        Raises:
+            KeyError: when an entry is missing.
+            ValueError: when the saved mode differs from this handler's mode.
+        """
+        missing = [k for k in ("mode", "epoch", "memory", "seen") if k not in state_dict]
+        if missing:
+            raise KeyError(f"SARFusion state_dict is missing {missing}; expected keys mode, epoch, memory, seen.")
+        if state_dict["mode"] != self.mode:
+            raise ValueError(f"SARFusion state_dict was saved in mode {state_dict['mode']!r}, this handler uses {self.mode!r}.")
+        self.epoch = int(state_dict["epoch"])
+        dtype = _DTYPES[self.dtype_name]
+        self.memory = {str(case): m.to(dtype).clone() for case, m in state_dict["memory"].items()}
+        self.seen = {str(case): s.to(torch.bool).clone() for case, s in state_dict["seen"].items()}
