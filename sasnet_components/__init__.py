@@ -1,0 +1,49 @@
+"""SASNet components for MONAI: network, view transforms, SAR fusion handler, losses and metrics.
+
+Paper: "Scale-aware Adaptive Supervised Network with Limited Medical Annotations". Every public
+name is importable from the package root, e.g. ``sasnet_components.DualBranchVNet`` in bundle
+YAML as ``_target_: sasnet_components.DualBranchVNet``.
+"""
+
+from __future__ import annotations
+
+from .handlers import SARFusion
+from .losses import SEG_LOSS_MODES, PLCLoss, SegLoss, SRCLoss, ensemble_to_sdm, sharpen
+from .metrics import EmptyMaskWarning, asd, dice, hd95, jaccard, segmentation_metrics
+from .networks import DualBranchOutput, DualBranchUncertainty, DualBranchVNet, decoder_disagreement
+from .transforms import (
+    SDM_BACKENDS,
+    FourierRotate,
+    RandFourierRotated,
+    apply_view,
+    fourier_rotate_plane,
+    signed_distance_map,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DualBranchOutput",
+    "DualBranchUncertainty",
+    "DualBranchVNet",
+    "EmptyMaskWarning",
+    "FourierRotate",
+    "PLCLoss",
+    "RandFourierRotated",
+    "SARFusion",
+    "SDM_BACKENDS",
+    "SEG_LOSS_MODES",
+    "SRCLoss",
+    "SegLoss",
+    "apply_view",
+    "asd",
+    "decoder_disagreement",
+    "dice",
+    "ensemble_to_sdm",
+    "fourier_rotate_plane",
+    "hd95",
+    "jaccard",
+    "segmentation_metrics",
+    "sharpen",
+    "signed_distance_map",
+]

@@ -1,0 +1,6 @@
+from __future__ import annotations
+
+from .fourier_rotate import FourierRotate, RandFourierRotated, apply_view, fourier_rotate_plane
+from .signed_distance import SDM_BACKENDS, signed_distance_map
+
+__all__ = ["FourierRotate", "RandFourierRotated", "SDM_BACKENDS", "apply_view", "fourier_rotate_plane", "signed_distance_map"]
