@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sasnet_components.losses._checks import check_branch_pair
+
 __all__ = ["PLCLoss", "sharpen"]
 
 
@@ -107,19 +109,7 @@ class PLCLoss(nn.Module):
             TypeError: an input is not a tensor.
             ValueError: shapes differ, fewer than 3 dims, or fewer than 2 channels.
         """
-        for name, value in (("prob_low", prob_low), ("prob_high", prob_high)):
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}.")
-        if prob_low.shape != prob_high.shape:
-            raise ValueError(
-                "`prob_low` and `prob_high` must have the same shape (B, C, *spatial), got "
-                f"{tuple(prob_low.shape)} and {tuple(prob_high.shape)}."
-            )
-        if prob_low.ndim < 3 or prob_low.shape[1] < 2:
-            raise ValueError(
-                "`prob_low` and `prob_high` must have shape (B, C, *spatial) with at least 3 dims "
-                f"and C >= 2 channels, got {tuple(prob_low.shape)}."
-            )
+        check_branch_pair(("prob_low", "prob_high"), prob_low, prob_high)
         target_low = sharpen(prob_low, self.temperature)
         target_high = sharpen(prob_high, self.temperature)
         if self.detach_target:

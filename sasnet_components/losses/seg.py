@@ -19,6 +19,8 @@ import torch
 from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
+from sasnet_components.losses._checks import check_branch_pair
+
 __all__ = ["SegLoss", "SEG_LOSS_MODES"]
 
 SEG_LOSS_MODES = ("dice_ce", "dice")
@@ -109,19 +111,7 @@ class SegLoss(nn.Module):
             ValueError: logits shapes differ, fewer than 3 dims or 2 channels, ``label`` shape is
                 not ``(B, 1, *spatial)``, or ``label`` holds values outside [0, C) or non-integers.
         """
-        for name, value in (("logits_low", logits_low), ("logits_high", logits_high), ("label", label)):
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}.")
-        if logits_low.shape != logits_high.shape:
-            raise ValueError(
-                "`logits_low` and `logits_high` must have the same shape (B, C, *spatial), got "
-                f"{tuple(logits_low.shape)} and {tuple(logits_high.shape)}."
-            )
-        if logits_low.ndim < 3 or logits_low.shape[1] < 2:
-            raise ValueError(
-                "`logits_low` and `logits_high` must have shape (B, C, *spatial) with at least 3 dims "
-                f"and C >= 2 channels, got {tuple(logits_low.shape)}."
-            )
+        check_branch_pair(("logits_low", "logits_high"), logits_low, logits_high, ("label", label))
         expected = (logits_low.shape[0], 1) + tuple(logits_low.shape[2:])
         if tuple(label.shape) != expected:
             raise ValueError(

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sasnet_components.losses._checks import check_branch_pair
 from sasnet_components.transforms.signed_distance import signed_distance_map
 
 __all__ = ["SRCLoss", "ensemble_to_sdm"]
@@ -102,19 +103,7 @@ class SRCLoss(nn.Module):
             ValueError: ``reg_low`` and ``reg_high`` shapes differ, fewer than 3 dims or fewer
                 than 2 channels, or ``target_sdm`` does not have the expected shape.
         """
-        for name, value in (("reg_low", reg_low), ("reg_high", reg_high), ("target_sdm", target_sdm)):
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}.")
-        if reg_low.shape != reg_high.shape:
-            raise ValueError(
-                "`reg_low` and `reg_high` must have the same shape (B, C, *spatial), got "
-                f"{tuple(reg_low.shape)} and {tuple(reg_high.shape)}."
-            )
-        if reg_low.ndim < 3 or reg_low.shape[1] < 2:
-            raise ValueError(
-                "`reg_low` and `reg_high` must have shape (B, C, *spatial) with at least 3 dims and "
-                f"C >= 2 channels, got {tuple(reg_low.shape)}."
-            )
+        check_branch_pair(("reg_low", "reg_high"), reg_low, reg_high, ("target_sdm", target_sdm))
         batch, channels = reg_low.shape[:2]
         spatial = tuple(reg_low.shape[2:])
         expected = (batch, channels - 1) + spatial

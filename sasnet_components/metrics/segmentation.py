@@ -194,6 +194,24 @@ def _directed(src_border: np.ndarray, ref_border: np.ndarray, sampling: np.ndarr
     return dt[src_border]
 
 
+def _borders_or_warn(
+    pred: MaskLike, gt: MaskLike, spacing: SpacingLike, what: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """Validated borders of ``pred`` and ``gt`` (cropped to their union) and the sampling.
+
+    Returns ``None`` after an :class:`EmptyMaskWarning` (attributed to the public caller) when
+    either mask is empty, so that the caller reports NaN.
+    """
+    p, g = _prepare(pred, gt)
+    sampling = _validate_spacing(spacing, p.shape)
+    pred_empty, gt_empty = not p.any(), not g.any()
+    if pred_empty or gt_empty:
+        _warn_empty(what, pred_empty, gt_empty, stacklevel=3)
+        return None
+    p, g = _crop_to_union(p, g)
+    return _border(p), _border(g), sampling
+
+
 def _pooled_hd95(d_pg: np.ndarray, d_gp: np.ndarray) -> float:
     return float(np.percentile(np.concatenate((d_pg, d_gp)), 95))
 
@@ -303,14 +321,10 @@ def hd95(pred: MaskLike, gt: MaskLike, spacing: SpacingLike = None) -> float:
         >>> round(hd95(p, g), 6)  # pooled [0]*8 + [1, 2, 3, 4] -> 3 + 0.45 * (4 - 3)
         3.45
     """
-    p, g = _prepare(pred, gt)
-    sampling = _validate_spacing(spacing, p.shape)
-    pred_empty, gt_empty = not p.any(), not g.any()
-    if pred_empty or gt_empty:
-        _warn_empty("hd95 is", pred_empty, gt_empty, stacklevel=2)
+    borders = _borders_or_warn(pred, gt, spacing, "hd95 is")
+    if borders is None:
         return math.nan
-    p, g = _crop_to_union(p, g)
-    pb, gb = _border(p), _border(g)
+    pb, gb, sampling = borders
     return _pooled_hd95(_directed(pb, gb, sampling), _directed(gb, pb, sampling))
 
 
@@ -348,14 +362,11 @@ def asd(pred: MaskLike, gt: MaskLike, spacing: SpacingLike = None) -> float:
         >>> asd(g, p)  # every voxel of g lies on p
         0.0
     """
-    p, g = _prepare(pred, gt)
-    sampling = _validate_spacing(spacing, p.shape)
-    pred_empty, gt_empty = not p.any(), not g.any()
-    if pred_empty or gt_empty:
-        _warn_empty("asd is", pred_empty, gt_empty, stacklevel=2)
+    borders = _borders_or_warn(pred, gt, spacing, "asd is")
+    if borders is None:
         return math.nan
-    p, g = _crop_to_union(p, g)
-    return float(_directed(_border(p), _border(g), sampling).mean())
+    pb, gb, sampling = borders
+    return float(_directed(pb, gb, sampling).mean())
 
 
 def segmentation_metrics(pred: MaskLike, gt: MaskLike, spacing: SpacingLike = None) -> dict[str, float | bool]:
