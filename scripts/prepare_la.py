@@ -1,0 +1,95 @@
+"""Prepare the Left Atrium 2018 (LA) dataset: NIfTI volumes and the semi-supervised datalist.
+
+Accepts the community h5 layout (``2018LA_Seg_Training Set/<id>/mri_norm2.h5`` with ``train.list``
+/ ``test.list``, written as-is) or the raw challenge release (``<id>/lgemri.nrrd`` +
+``<id>/laendo.nrrd``, preprocessed as in the public h5 conversion with seeded, hence reproducible,
+crop margins). The layout is detected. See ``sasnet_components.data.la`` for every detail.
+
+Writes into ``--output_dir`` (default ``data/la``, relative to the current directory):
+``imagesTr/``, ``labelsTr/`` (train.list cases), ``imagesTs/``, ``labelsTs/`` (test.list cases
+that are present), ``datalist.json`` (paths relative to it) and ``manifest.json`` (checksums used
+to skip complete cases when re-run).
+
+Usage:
+    python scripts/prepare_la.py --input_dir /path/to/LA --output_dir data/la \\
+        [--num_labeled 16] [--num_validation 8] [--seed 0] [--overwrite False] \\
+        [--layout auto|h5|raw] [--train_list FILE] [--test_list FILE] [--datalist_name datalist.json]
+
+``--num_labeled 16`` is the 20 % setting of the paper, ``8`` the 10 % setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+try:
+    from sasnet_components.data.la import LA_LAYOUTS, prepare_la
+except ImportError:  # run from a checkout without installing the package
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sasnet_components.data.la import LA_LAYOUTS, prepare_la
+
+__all__ = ["parse_args", "main"]
+
+
+def _str2bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "y", "on"):
+        return True
+    if lowered in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True / False), got {value!r}")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (``argv`` defaults to ``sys.argv[1:]``)."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input_dir", required=True, help="LA dataset root (h5 or raw layout); never written")
+    p.add_argument("--output_dir", default="data/la", help="destination folder (default: data/la, relative to cwd)")
+    p.add_argument("--num_labeled", type=int, default=16, help="labeled = first N ids of train.list (default 16)")
+    p.add_argument(
+        "--num_validation", type=int, default=8, help="monitoring list = last N ids of train.list (default 8)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the raw-layout crop margins (default 0)")
+    p.add_argument(
+        "--overwrite",
+        type=_str2bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="rewrite every case, even complete ones (default False)",
+    )
+    p.add_argument("--layout", default="auto", choices=LA_LAYOUTS, help="input layout (default: auto-detect)")
+    p.add_argument("--train_list", default=None, help="train id list (default: <input_dir>/train.list)")
+    p.add_argument("--test_list", default=None, help="test id list (default: <input_dir>/test.list)")
+    p.add_argument("--datalist_name", default="datalist.json", help="datalist file name in output_dir")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run :func:`sasnet_components.data.la.prepare_la` from the command line; return the datalist."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
+    start = time.perf_counter()
+    datalist = prepare_la(
+        input_dir=args.input_dir,
+        output_dir=args.output_dir,
+        num_labeled=args.num_labeled,
+        num_validation=args.num_validation,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        layout=args.layout,
+        train_list=args.train_list,
+        test_list=args.test_list,
+        datalist_name=args.datalist_name,
+    )
+    logging.getLogger(__name__).info("done in %.1f s", time.perf_counter() - start)
+    return datalist
+
+
+if __name__ == "__main__":
+    main()
