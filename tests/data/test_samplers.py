@@ -1,0 +1,143 @@
+"""Tests of ``TwoStreamBatchSampler`` (labeled + unlabeled indices in every batch)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from sasnet_components.data.samplers import TwoStreamBatchSampler
+
+LABELED = list(range(8))  # dataset indices 0..7
+UNLABELED = [100, 101, 102, 103]
+
+
+def _sampler(seed: int = 0, labeled=LABELED, unlabeled=UNLABELED, batch_size: int = 4, labeled_batch_size: int = 2):
+    return TwoStreamBatchSampler(labeled, unlabeled, batch_size=batch_size, labeled_batch_size=labeled_batch_size, seed=seed)
+
+
+def _unlabeled_stream(epochs):
+    """The unlabeled part of every batch of the given epochs, concatenated in order."""
+    return [i for batches in epochs for batch in batches for i in batch[2:]]
+
+
+def test_batch_composition_labeled_first():
+    batches = list(_sampler())
+    # 8 labeled, 2 per batch -> 4 batches of 2 labeled + 2 unlabeled
+    assert len(batches) == 4
+    for batch in batches:
+        assert len(batch) == 4
+        assert all(i in LABELED for i in batch[:2])
+        assert all(i in UNLABELED for i in batch[2:])
+
+
+def test_len_drops_the_labeled_remainder():
+    sampler = _sampler(labeled=list(range(5)), unlabeled=[10, 11, 12], batch_size=3, labeled_batch_size=2)
+    # 5 labeled // 2 per batch = 2 batches; one labeled index is left out of the epoch
+    assert len(sampler) == 2
+    batches = list(sampler)
+    assert len(batches) == 2
+    labeled_seen = [i for b in batches for i in b[:2]]
+    assert len(labeled_seen) == 4 and len(set(labeled_seen)) == 4
+    assert all(len(b) == 3 and b[2] in (10, 11, 12) for b in batches)
+
+
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_each_labeled_index_at_most_once_per_epoch(epochs):
+    sampler = _sampler()
+    for _ in range(epochs):
+        labeled_seen = [i for batch in sampler for i in batch[:2]]
+        # 8 labeled, all used: each exactly once
+        assert sorted(labeled_seen) == LABELED
+
+
+def test_unlabeled_stream_is_full_permutations_even_split():
+    sampler = _sampler()
+    epochs = [list(sampler) for _ in range(3)]
+    stream = _unlabeled_stream(epochs)
+    # 4 batches x 2 unlabeled = 8 draws per epoch, 3 epochs = 24 draws = 6 permutations of 4 indices:
+    # each unlabeled index appears 24 / 4 = 6 times, and every aligned block of 4 is a permutation
+    assert len(stream) == 24
+    assert Counter(stream) == {i: 6 for i in UNLABELED}
+    for start in range(0, 24, 4):
+        assert sorted(stream[start : start + 4]) == UNLABELED
+    # within one epoch too: 8 draws = 2 permutations -> each index twice
+    assert Counter(_unlabeled_stream(epochs[:1])) == {i: 2 for i in UNLABELED}
+
+
+def test_unlabeled_stream_continues_across_epochs():
+    # 3 unlabeled indices, 8 draws per epoch: epochs split the permutations (8 = 2 * 3 + 2), so only
+    # the concatenated stream of 3 epochs (24 draws = 8 permutations) is made of whole permutations
+    unlabeled = [50, 51, 52]
+    sampler = _sampler(unlabeled=unlabeled)
+    stream = _unlabeled_stream([list(sampler) for _ in range(3)])
+    assert len(stream) == 24
+    for start in range(0, 24, 3):
+        assert sorted(stream[start : start + 3]) == unlabeled
+    assert Counter(stream) == {i: 8 for i in unlabeled}
+
+
+def test_same_seed_same_batches():
+    a, b = _sampler(seed=7), _sampler(seed=7)
+    assert [list(a) for _ in range(3)] == [list(b) for _ in range(3)]
+
+
+def test_different_seeds_differ():
+    assert list(_sampler(seed=0)) != list(_sampler(seed=1))
+
+
+def test_iteration_advances_the_epoch():
+    sampler = _sampler()
+    first, second = list(sampler), list(sampler)
+    assert sampler.epoch == 2
+    assert first != second
+    # two epochs use different labeled orders but the same labeled set
+    assert sorted(i for b in first for i in b[:2]) == sorted(i for b in second for i in b[:2])
+
+
+@pytest.mark.parametrize("epoch", [0, 1, 2, 5])
+def test_set_epoch_reproduces_an_uninterrupted_run(epoch):
+    uninterrupted = _sampler(seed=3, unlabeled=[50, 51, 52])
+    for _ in range(epoch):
+        list(uninterrupted)
+    expected = list(uninterrupted)
+
+    resumed = _sampler(seed=3, unlabeled=[50, 51, 52])
+    resumed.set_epoch(epoch)
+    assert list(resumed) == expected
+    assert resumed.epoch == epoch + 1
+
+
+def test_dataloader_batch_sampler():
+    dataset = torch.arange(200) * 10  # item i is 10 * i
+    sampler = _sampler(seed=5)
+    loader = DataLoader(dataset, batch_sampler=sampler)
+    assert len(loader) == 4
+    reference = _sampler(seed=5)
+    for _ in range(2):  # two epochs through the loader
+        expected = list(reference)
+        got = [batch.tolist() for batch in loader]
+        assert got == [[10 * i for i in b] for b in expected]
+
+
+def test_only_labeled_batches_without_unlabeled_indices():
+    sampler = _sampler(unlabeled=[], batch_size=2, labeled_batch_size=2)
+    batches = list(sampler)
+    assert len(batches) == 4
+    assert sorted(i for b in batches for i in b) == LABELED
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(batch_size=4, labeled_batch_size=0), r"`labeled_batch_size` must be in \[1, batch_size=4\], got 0"),
+        (dict(batch_size=4, labeled_batch_size=5), r"`labeled_batch_size` must be in \[1, batch_size=4\], got 5"),
+        (dict(labeled=[1], batch_size=4, labeled_batch_size=2), r"need at least `labeled_batch_size`=2 labeled samples, got 1"),
+        (dict(unlabeled=[], batch_size=4, labeled_batch_size=2), r"batches take 2 unlabeled samples but `unlabeled_indices` is empty"),
+    ],
+)
+def test_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _sampler(**kwargs)
