@@ -1,6 +1,16 @@
 from __future__ import annotations
 
 from .fourier_rotate import FourierRotate, RandFourierRotated, apply_view, fourier_rotate_plane
+from .semi_supervised import LabelPlaceholderd, RandCropWithLocationd
 from .signed_distance import SDM_BACKENDS, signed_distance_map
 
-__all__ = ["FourierRotate", "RandFourierRotated", "SDM_BACKENDS", "apply_view", "fourier_rotate_plane", "signed_distance_map"]
+__all__ = [
+    "FourierRotate",
+    "LabelPlaceholderd",
+    "RandCropWithLocationd",
+    "RandFourierRotated",
+    "SDM_BACKENDS",
+    "apply_view",
+    "fourier_rotate_plane",
+    "signed_distance_map",
+]
