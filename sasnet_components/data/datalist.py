@@ -1,0 +1,170 @@
+"""Training and validation lists of the SASNet protocols, built from a prepared datalist JSON."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from monai.utils import look_up_option
+
+__all__ = ["PROTOCOLS", "evaluation_datalist", "semi_supervised_datalists"]
+
+PROTOCOLS = ("default", "paper")
+_REQUIRED = ("labeled", "unlabeled", "validation", "test")
+logger = logging.getLogger(__name__)
+
+
+def _resolve(item: Dict[str, Any], base: Path, keys) -> Dict[str, Any]:
+    out = dict(item)
+    for key in keys:
+        if key in out:
+            out[key] = str(base / out[key])
+    return out
+
+
+def _read_datalist(datalist_file: str) -> Dict[str, List[Dict[str, Any]]]:
+    """The four lists of a datalist JSON with paths resolved against its folder."""
+    path = Path(datalist_file)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"datalist {str(path)!r} does not exist; create it with `python scripts/prepare_la.py --input_dir <LA data> "
+            f"--output_dir <dataset_dir>` and pass `--dataset_dir <dataset_dir>`."
+        )
+    with open(path) as f:
+        datalist = json.load(f)
+    missing = [k for k in _REQUIRED if k not in datalist]
+    if missing:
+        raise KeyError(f"datalist {str(path)!r} lacks {missing}; expected the lists {list(_REQUIRED)}.")
+    base = path.parent.resolve()  # absolute paths, whatever the working directory later
+    return {k: [_resolve(item, base, ("image", "label")) for item in datalist[k]] for k in _REQUIRED}
+
+
+def evaluation_datalist(datalist_file: str, name: str = "validation") -> List[Dict[str, Any]]:
+    """The labeled cases of one list of a datalist, for evaluation.
+
+    Args:
+        datalist_file: path of the datalist JSON (paths relative to it are resolved).
+        name: ``"validation"``, ``"test"`` or ``"labeled"``.
+
+    Returns:
+        Items ``{"case_id", "image", "label"}`` with absolute paths.
+
+    Raises:
+        FileNotFoundError: missing datalist (names ``scripts/prepare_la.py``).
+        ValueError: unknown or empty list, or an item without a label.
+    """
+    name = look_up_option(name, ("validation", "test", "labeled"))
+    items = _read_datalist(datalist_file)[name]
+    if not items:
+        raise ValueError(f"the {name!r} list of {datalist_file!r} is empty; nothing to evaluate.")
+    unlabeled = [item["case_id"] for item in items if "label" not in item]
+    if unlabeled:
+        raise ValueError(f"cases {unlabeled[:5]} of the {name!r} list have no label to evaluate against.")
+    return items
+
+
+def semi_supervised_datalists(
+    datalist_file: str,
+    num_labeled: Optional[int] = None,
+    protocol: str = "default",
+    select_best: bool = False,
+    check_files: bool = True,
+) -> Dict[str, Any]:
+    """Build the training pool (labeled + unlabeled) and the validation list of a protocol.
+
+    The datalist (written by ``scripts/prepare_la.py``) holds ``labeled``, ``unlabeled``,
+    ``validation`` and ``test`` lists of ``{"case_id", "image", "label"}`` items with paths
+    relative to the JSON file. The training pool is ``labeled + unlabeled`` in that order;
+    ``num_labeled`` re-splits it: the first ``num_labeled`` cases are labeled, the rest unlabeled
+    (the first N of train.list, as in the paper). Unlabeled items lose their ``label`` entry, so
+    the training loader never reads those labels.
+
+    Protocols:
+        - ``"default"`` (honest): validation curves on the ``validation`` monitoring list, whose
+          labels only the validation loader reads. With ``select_best`` (checkpoint selection on
+          that list) its cases leave the unlabeled pool.
+        - ``"paper"``: validation on the ``test`` list, as the reference code did when it picked
+          its best checkpoint on the test set. For comparison with published numbers only.
+
+    Args:
+        datalist_file: path of the datalist JSON.
+        num_labeled: number of labeled cases; ``None`` keeps the datalist's split.
+        protocol: ``"default"`` or ``"paper"``.
+        select_best: whether a best-on-validation checkpoint will be kept (``"default"`` only).
+        check_files: verify that every referenced file exists.
+
+    Returns:
+        ``{"train": items (labeled first, each with ``"labeled"``), "labeled_indices",
+        "unlabeled_indices", "validation": items, "protocol", "num_labeled", "num_unlabeled"}``.
+
+    Raises:
+        FileNotFoundError: missing datalist or referenced file (names ``scripts/prepare_la.py``).
+        KeyError: a required list is missing from the JSON.
+        ValueError: ``num_labeled`` outside ``[1, pool size]`` or beyond the cases that have
+            labels, a validation case among the labeled ones, or the ``"paper"`` protocol without
+            test cases.
+    """
+    protocol = look_up_option(protocol, PROTOCOLS)
+    path = Path(datalist_file)
+    lists = _read_datalist(datalist_file)
+    pool = lists["labeled"] + lists["unlabeled"]
+    n_labeled = len(lists["labeled"]) if num_labeled is None else int(num_labeled)
+    if not 1 <= n_labeled <= len(pool):
+        raise ValueError(f"`num_labeled` must be in [1, {len(pool)}] (the training pool of {str(path)!r}), got {n_labeled}.")
+    without_label = [item["case_id"] for item in pool[:n_labeled] if "label" not in item]
+    if without_label:
+        raise ValueError(f"`num_labeled`={n_labeled} needs labels for cases {without_label[:5]}, which have none in the datalist.")
+
+    if protocol == "paper":
+        validation = lists["test"]
+        if not validation:
+            raise ValueError(
+                f"protocol 'paper' validates on the test list, but datalist {str(path)!r} has no test cases present."
+            )
+        logger.warning(
+            "protocol 'paper': validating (and selecting the checkpoint) on %d TEST cases, as the reference code did; "
+            "for comparison with published numbers only, not an honest estimate.",
+            len(validation),
+        )
+    else:
+        validation = lists["validation"]
+
+    labeled = [{**item, "labeled": True} for item in pool[:n_labeled]]
+    val_ids = {item["case_id"] for item in validation}
+    leaked = sorted(val_ids & {item["case_id"] for item in labeled})
+    if leaked and (protocol == "paper" or select_best):
+        raise ValueError(f"validation cases {leaked[:5]} are among the {n_labeled} labeled training cases.")
+    unlabeled = []
+    for item in pool[n_labeled:]:
+        if select_best and item["case_id"] in val_ids:
+            continue  # cases used to select the checkpoint leave the unlabeled pool
+        unlabeled.append({k: v for k, v in item.items() if k != "label"} | {"labeled": False})
+
+    if check_files:
+        for item in labeled + unlabeled + validation:
+            for key in ("image", "label"):
+                if key in item and not os.path.exists(item[key]):
+                    raise FileNotFoundError(
+                        f"case {item['case_id']}: {key} file {item[key]!r} listed in {str(path)!r} does not exist; "
+                        "re-run scripts/prepare_la.py."
+                    )
+    logger.info(
+        "protocol %r: %d labeled, %d unlabeled training cases, %d validation cases%s.",
+        protocol,
+        len(labeled),
+        len(unlabeled),
+        len(validation),
+        " (removed from the unlabeled pool: checkpoint selection on)" if select_best else "",
+    )
+    return {
+        "train": labeled + unlabeled,
+        "labeled_indices": list(range(len(labeled))),
+        "unlabeled_indices": list(range(len(labeled), len(labeled) + len(unlabeled))),
+        "validation": validation,
+        "protocol": protocol,
+        "num_labeled": len(labeled),
+        "num_unlabeled": len(unlabeled),
+    }
