@@ -1,0 +1,162 @@
+"""Tests of ``AtomicCheckpointSaver``: fixed and interval filenames, permissions, atomic replacement."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from sasnet_components.handlers.checkpoint import AtomicCheckpointSaver
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def _net(value: float) -> torch.nn.Module:
+    net = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        net.weight.fill_(value)
+        net.bias.fill_(value)
+    return net
+
+
+def _engine() -> Engine:
+    return Engine(lambda engine, batch: None)
+
+
+def _weight(path: Path) -> float:
+    state = torch.load(path, weights_only=True)
+    return float(state["weight"][0, 0])
+
+
+def _failing_save(obj, f, *args, **kwargs):
+    """A `torch.save` that writes some bytes and then fails, as an interrupted save would."""
+    if hasattr(f, "write"):
+        f.write(b"partial checkpoint")
+    else:
+        Path(f).write_bytes(b"partial checkpoint")
+    raise RuntimeError("disk full")
+
+
+def test_final_checkpoint_fixed_filename(tmp_path: Path):
+    net = _net(1.0)
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_final=True, final_filename="model.pt")
+    engine = _engine()
+    saver.attach(engine)
+    engine.run([0, 1, 2], max_epochs=2)
+    assert sorted(os.listdir(tmp_path)) == ["model.pt"]
+    state = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert torch.equal(state["weight"], net.weight.detach()) and torch.equal(state["bias"], net.bias.detach())
+
+
+def test_final_checkpoint_default_filename(tmp_path: Path):
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": _net(1.0)}, save_final=True)
+    engine = _engine()
+    saver.attach(engine)
+    engine.run([0, 1, 2], max_epochs=2)  # 6 iterations
+    assert sorted(os.listdir(tmp_path)) == ["model_final_iteration=6.pt"]
+
+
+def test_interval_checkpoints_keep_latest(tmp_path: Path):
+    net = _net(0.0)
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, epoch_level=False, n_saved=1
+    )
+    engine = _engine()
+    saver.attach(engine)
+
+    @engine.on(Events.ITERATION_STARTED)
+    def _update(engine):
+        with torch.no_grad():
+            net.weight.fill_(float(engine.state.iteration))
+
+    engine.run([0, 1, 2, 3], max_epochs=1)
+    assert sorted(os.listdir(tmp_path)) == ["model_iteration=4.pt"]
+    assert _weight(tmp_path / "model_iteration=4.pt") == 4.0
+
+
+def test_permissions_readable_by_group_and_others(tmp_path: Path, umask_022):
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": _net(1.0)}, save_final=True, final_filename="model.pt", save_interval=1
+    )
+    engine = _engine()
+    saver.attach(engine)
+    engine.run([0], max_epochs=1)
+    for name in ("model.pt", "model_epoch=1.pt"):
+        mode = os.stat(tmp_path / name).st_mode
+        # umask 022: rw-r--r-- (the temporary file alone would be rw-------)
+        assert mode & 0o044 == 0o044, oct(mode)
+        assert mode & 0o777 == 0o644, oct(mode)
+
+
+def _assert_failed_save_keeps(tmp_path: Path, name: str, weight: float, monkeypatch, save_again):
+    before = (tmp_path / name).read_bytes()
+    monkeypatch.setattr(torch, "save", _failing_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_again()
+    monkeypatch.undo()
+    assert (tmp_path / name).read_bytes() == before
+    assert _weight(tmp_path / name) == weight
+    # the temporary file of the failed save is gone, nothing else is left behind
+    assert sorted(os.listdir(tmp_path)) == [name]
+
+
+def test_final_checkpoint_interrupted_save_keeps_previous(tmp_path: Path, monkeypatch):
+    net = _net(1.0)
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_final=True, final_filename="final.pt")
+    engine = _engine()
+    engine.run([0], max_epochs=1)
+    saver.completed(engine)
+    assert _weight(tmp_path / "final.pt") == 1.0
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+    _assert_failed_save_keeps(tmp_path, "final.pt", 1.0, monkeypatch, lambda: saver.completed(engine))
+    # the next successful save replaces it
+    saver.completed(engine)
+    assert _weight(tmp_path / "final.pt") == 2.0
+    assert sorted(os.listdir(tmp_path)) == ["final.pt"]
+
+
+def test_key_metric_fixed_filename_interrupted_save_keeps_previous(tmp_path: Path, monkeypatch):
+    net = _net(1.0)
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": net}, save_key_metric=True, key_metric_name="dice", key_metric_filename="best.pt"
+    )
+    engine = _engine()
+    engine.run([0], max_epochs=1)
+    engine.state.metrics = {"dice": 0.5}
+    saver.metrics_completed(engine)
+    assert _weight(tmp_path / "best.pt") == 1.0
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+    engine.state.metrics = {"dice": 0.6}  # a new best: saved over best.pt
+    _assert_failed_save_keeps(tmp_path, "best.pt", 1.0, monkeypatch, lambda: saver.metrics_completed(engine))
+    engine.state.metrics = {"dice": 0.7}
+    saver.metrics_completed(engine)
+    assert _weight(tmp_path / "best.pt") == 2.0
+    assert sorted(os.listdir(tmp_path)) == ["best.pt"]
+
+
+def test_interval_interrupted_save_keeps_previous(tmp_path: Path, monkeypatch):
+    net = _net(1.0)
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, epoch_level=False, n_saved=1)
+    engine = _engine()
+    engine.run([0], max_epochs=1)  # iteration 1
+    saver.interval_completed(engine)
+    assert sorted(os.listdir(tmp_path)) == ["model_iteration=1.pt"]
+    engine.state.iteration = 2
+    _assert_failed_save_keeps(tmp_path, "model_iteration=1.pt", 1.0, monkeypatch, lambda: saver.interval_completed(engine))
+    # the next successful save writes the new file and removes the old one
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+    engine.state.iteration = 3
+    saver.interval_completed(engine)
+    assert sorted(os.listdir(tmp_path)) == ["model_iteration=3.pt"]
+    assert _weight(tmp_path / "model_iteration=3.pt") == 3.0
