@@ -1,0 +1,227 @@
+"""SASNet training engine: MONAI's SupervisedTrainer with the semi-supervised SASNet iteration."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
+
+import torch
+from ignite.engine import Events
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
+
+from sasnet_components.handlers.sar_fusion import SARFusion
+from sasnet_components.losses.plc import PLCLoss
+from sasnet_components.losses.seg import SegLoss
+from sasnet_components.losses.src import SRCLoss, ensemble_to_sdm
+
+__all__ = ["SemiSupervisedTrainer", "sigmoid_rampup"]
+
+
+def sigmoid_rampup(current: float, rampup_length: float) -> float:
+    """Sigmoid ramp-up ``exp(-5 (1 - t / L)^2)`` of Laine & Aila, clipped to [0, 1]; 1 when ``L == 0``.
+
+    Args:
+        current: ramp-up time ``t`` (>= 0).
+        rampup_length: ramp-up length ``L`` (>= 0).
+
+    Returns:
+        A weight in [exp(-5), 1] for ``t`` in [0, L], 1 afterwards.
+    """
+    if rampup_length == 0:
+        return 1.0
+    phase = 1.0 - min(max(float(current), 0.0), rampup_length) / rampup_length
+    return float(math.exp(-5.0 * phase * phase))
+
+
+class SemiSupervisedTrainer(SupervisedTrainer):
+    """Trains SASNet on batches that mix labeled and unlabeled samples (paper section 3.4).
+
+    Each iteration, for a batch of labeled and unlabeled patches from one loader (see
+    ``TwoStreamBatchSampler``):
+
+    1. the network (train mode) gives both decoders' logits and tanh regression maps;
+    2. ``Seg``: :class:`SegLoss` on the labeled samples of both branches (Eq. 12-14);
+    3. SAR fusion (:class:`SARFusion`, Eq. 4-8) gives the ensemble probability and writes the
+       labeled confidences to the memory; one SDM of the ensemble per iteration (Eq. 16 target);
+    4. ``PLC`` (Eq. 15) and ``SRC`` (Eq. 16) on all samples;
+    5. ``loss = beta * Seg + gamma(t) * (PLC + SRC)`` with ``gamma(t) = consistency *
+       sigmoid_rampup(iteration // rampup_interval, rampup_length)`` (reference: 1, 150, 40).
+
+    ``engine.state.output`` holds ``image``, ``label``, ``pred`` (the ensemble probability),
+    ``loss``, ``loss_seg``, ``loss_plc``, ``loss_src`` and ``gamma`` (floats for the last four) for
+    ``StatsHandler`` / ``TensorBoardStatsHandler``. MONAI's iteration events (``FORWARD_COMPLETED``,
+    ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED``) are fired. With ``amp=True`` the
+    forward pass runs under ``torch.autocast`` with MONAI's grad scaler.
+
+    Batch keys (all configurable): ``image`` `(B, C, *spatial)`, ``label`` `(B, 1, *spatial)`
+    (placeholders for unlabeled samples, never read), ``labeled`` `(B,)` bool, ``case_id`` (B
+    strings), ``crop_start``, ``view``, ``case_shape`` `(B, S)` int (see ``RandCropWithLocationd``
+    and ``RandFourierRotated``).
+
+    Args:
+        device: device of the network and the batches.
+        max_epochs: epochs to train; an epoch is one pass over the labeled cases.
+        train_data_loader: loader of mixed batches.
+        network: a ``DualBranchVNet`` (any network whose train-mode output has ``seg_low``,
+            ``seg_high``, ``reg_low``, ``reg_high``).
+        optimizer: optimizer of the network.
+        sar_fusion: the :class:`SARFusion` handler (attached to this trainer here).
+        seg_loss: supervised loss (default ``SegLoss("dice_ce")``).
+        plc_loss: pseudo-label cross-supervision loss (default ``PLCLoss(0.1)``).
+        src_loss: segmentation-regression consistency loss (default ``SRCLoss()``).
+        beta: weight of ``Seg`` (paper: 0.5).
+        consistency: final weight of ``PLC + SRC`` (paper: 1).
+        rampup_length: ramp-up length in units of `rampup_interval` iterations (reference: 40).
+        rampup_interval: iterations per ramp-up step (reference: 150).
+        sdm_backend: backend of the signed distance map (``"auto"``, ``"scipy"``, ``"torch"``).
+        max_iterations: stop after this many iterations, also inside an epoch (then that last,
+            partial epoch does not roll the SAR memory); at most ``max_epochs * epoch_length``.
+        image_key, label_key, flag_key, id_key, location_key, view_key, shape_key: batch keys.
+        kwargs: further arguments of ``monai.engines.SupervisedTrainer`` (``epoch_length``,
+            ``train_handlers``, ``amp``, ``postprocessing``, ``key_train_metric`` ...).
+
+    Raises:
+        ValueError: a batch without labeled samples, or missing keys (named).
+    """
+
+    def __init__(
+        self,
+        device: Union[str, torch.device],
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        sar_fusion: SARFusion,
+        seg_loss: Optional[Callable] = None,
+        plc_loss: Optional[Callable] = None,
+        src_loss: Optional[Callable] = None,
+        beta: float = 0.5,
+        consistency: float = 1.0,
+        rampup_length: float = 40.0,
+        rampup_interval: int = 150,
+        sdm_backend: str = "auto",
+        max_iterations: Optional[int] = None,
+        image_key: str = Keys.IMAGE,
+        label_key: str = Keys.LABEL,
+        flag_key: str = "labeled",
+        id_key: str = "case_id",
+        location_key: str = "crop_start",
+        view_key: str = "view",
+        shape_key: str = "case_shape",
+        **kwargs: Any,
+    ) -> None:
+        seg_loss = SegLoss() if seg_loss is None else seg_loss
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=seg_loss,
+            **kwargs,
+        )
+        if rampup_interval < 1:
+            raise ValueError(f"`rampup_interval` must be >= 1 iteration, got {rampup_interval}.")
+        self.sar_fusion = sar_fusion
+        self.plc_loss = PLCLoss() if plc_loss is None else plc_loss
+        self.src_loss = SRCLoss() if src_loss is None else src_loss
+        self.beta = float(beta)
+        self.consistency = float(consistency)
+        self.rampup_length = float(rampup_length)
+        self.rampup_interval = int(rampup_interval)
+        self.sdm_backend = sdm_backend
+        self.keys = {
+            "image": image_key,
+            "label": label_key,
+            "flag": flag_key,
+            "id": id_key,
+            "location": location_key,
+            "view": view_key,
+            "shape": shape_key,
+        }
+        if max_iterations is not None:
+            available = max_epochs * (self.state.epoch_length or 0)
+            if not 1 <= max_iterations <= available:
+                raise ValueError(
+                    f"`max_iterations` must be in [1, max_epochs * epoch_length = {available}], got {max_iterations}."
+                )
+            if max_iterations < available:  # stop inside the last epoch; otherwise it ends normally
+                self.add_event_handler(Events.ITERATION_COMPLETED(once=int(max_iterations)), lambda engine: engine.terminate())
+        sar_fusion.attach(self)
+        self.add_event_handler(Events.EPOCH_STARTED, self._set_sampler_epoch)
+
+    @staticmethod
+    def _set_sampler_epoch(engine: "SemiSupervisedTrainer") -> None:
+        """Keep a batch sampler with ``set_epoch`` in step with the engine (also after resuming)."""
+        sampler = getattr(engine.data_loader, "batch_sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(engine.state.epoch - 1)
+
+    def gamma(self, iteration: int) -> float:
+        """Consistency weight at `iteration` (1-based): ``consistency * sigmoid_rampup(iteration // interval, L)``."""
+        return self.consistency * sigmoid_rampup(iteration // self.rampup_interval, self.rampup_length)
+
+    def _iteration(self, engine: "SemiSupervisedTrainer", batchdata: Dict[str, Any]) -> Dict[str, Any]:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        k = engine.keys
+        missing = [key for key in k.values() if key not in batchdata]
+        if missing:
+            raise ValueError(f"the training batch lacks keys {missing}; it has {sorted(map(str, batchdata))}.")
+        device, non_blocking = engine.state.device, engine.non_blocking
+        inputs = batchdata[k["image"]].to(device=device, non_blocking=non_blocking)
+        targets = batchdata[k["label"]].to(device=device, non_blocking=non_blocking)
+        labeled = torch.as_tensor(batchdata[k["flag"]], dtype=torch.bool).reshape(-1).cpu()
+        if not bool(labeled.any()):
+            raise ValueError("a training batch has no labeled sample; use TwoStreamBatchSampler with labeled_batch_size >= 1.")
+        lab_idx = labeled.nonzero().reshape(-1).to(device)
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+
+        def _compute_pred_loss() -> None:
+            out = engine.network(inputs)
+            engine.state.output[Keys.PRED] = out
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            prob_low = torch.softmax(out.seg_low.float(), dim=1)
+            prob_high = torch.softmax(out.seg_high.float(), dim=1)
+            loss_seg = engine.loss_function(
+                out.seg_low.float()[lab_idx], out.seg_high.float()[lab_idx], targets[lab_idx]
+            )
+            ensemble = engine.sar_fusion.fuse(
+                prob_low,
+                prob_high,
+                labeled=labeled,
+                label=targets,
+                case_ids=batchdata[k["id"]],
+                crop_starts=batchdata[k["location"]],
+                views=batchdata[k["view"]],
+                case_shapes=batchdata[k["shape"]],
+            )
+            sdm = ensemble_to_sdm(ensemble.detach(), backend=engine.sdm_backend)  # once per iteration
+            loss_plc = engine.plc_loss(prob_low, prob_high)
+            loss_src = engine.src_loss(out.reg_low.float(), out.reg_high.float(), sdm)
+            gamma = engine.gamma(engine.state.iteration)
+            engine.state.output[Keys.PRED] = ensemble.detach()
+            engine.state.output[Keys.LOSS] = engine.beta * loss_seg + gamma * (loss_plc + loss_src)
+            engine.state.output.update(
+                loss_seg=loss_seg.item(), loss_plc=loss_plc.item(), loss_src=loss_src.item(), gamma=gamma
+            )
+            engine.fire_event(IterationEvents.LOSS_COMPLETED)
+
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        if engine.amp and engine.scaler is not None:
+            with torch.autocast(device_type=torch.device(device).type, **engine.amp_kwargs):
+                _compute_pred_loss()
+            engine.scaler.scale(engine.state.output[Keys.LOSS]).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            _compute_pred_loss()
+            engine.state.output[Keys.LOSS].backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

@@ -1,0 +1,251 @@
+"""Tests of the SASNet training engine: the ramp-up and full iterations of ``SemiSupervisedTrainer``.
+
+The end-to-end tests train a tiny ``DualBranchVNet(n_filters=2)`` on CPU with batches of 4 patches
+of 16^3 voxels: 2 labeled (cases "a", "b", a foreground cube) and 2 unlabeled ("u1", "u2").
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+import torch
+from ignite.engine import Events
+from monai.engines.utils import IterationEvents
+from torch.utils.data import DataLoader
+
+from sasnet_components.data.samplers import TwoStreamBatchSampler
+from sasnet_components.engines.semi_supervised_trainer import SemiSupervisedTrainer, sigmoid_rampup
+from sasnet_components.handlers.sar_fusion import SARFusion
+from sasnet_components.networks.dual_branch_vnet import DualBranchVNet
+
+SIZE = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny convolutions run fastest on one thread (and do not stall when other work shares the CPU)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------------- sigmoid_rampup
+@pytest.mark.parametrize(
+    "t, length, expected",
+    [
+        (0, 40, math.exp(-5.0)),  # phase 1: exp(-5 * 1^2)
+        (20, 40, math.exp(-1.25)),  # phase 1/2: exp(-5 / 4)
+        (10, 40, math.exp(-2.8125)),  # phase 3/4: exp(-5 * 9 / 16)
+        (40, 40, 1.0),
+        (100, 40, 1.0),  # clipped after the ramp-up
+        (-3, 40, math.exp(-5.0)),  # clipped before it
+        (0, 0, 1.0),  # no ramp-up
+        (7, 0, 1.0),
+    ],
+)
+def test_sigmoid_rampup(t, length, expected):
+    assert sigmoid_rampup(t, length) == pytest.approx(expected, rel=1e-12)
+
+
+# ---------------------------------------------------------------------- helpers
+def _batch(seed: int, unlabeled_label: int = 0, labeled=(True, True, False, False)) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    label = torch.zeros(4, 1, SIZE, SIZE, SIZE, dtype=torch.uint8)
+    label[:, :, 4:12, 4:12, 4:12] = 1  # an 8^3 foreground cube
+    image = torch.rand(4, 1, SIZE, SIZE, SIZE, generator=g) + label.float()  # brighter cube
+    for i, flag in enumerate(labeled):
+        if not flag:
+            label[i] = unlabeled_label
+    return {
+        "image": image,
+        "label": label,
+        "labeled": torch.tensor(labeled),
+        "case_id": ["a", "b", "u1", "u2"],
+        "crop_start": torch.zeros(4, 3, dtype=torch.long),
+        "view": torch.tensor([[0, 1, 2]] * 4),
+        "case_shape": torch.full((4, 3), SIZE, dtype=torch.long),
+    }
+
+
+def _trainer(loader, max_epochs: int = 2, epoch_length=2, **kwargs):
+    torch.manual_seed(0)
+    net = DualBranchVNet(n_filters=2)
+    sar = SARFusion()
+    args = dict(
+        device="cpu",
+        max_epochs=max_epochs,
+        train_data_loader=loader,
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9),
+        sar_fusion=sar,
+        rampup_interval=1,
+        rampup_length=4,
+        epoch_length=epoch_length,
+        decollate=False,
+    )
+    args.update(kwargs)
+    return SemiSupervisedTrainer(**args)
+
+
+def _record(trainer) -> list:
+    outputs = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(dict(e.state.output)))
+    return outputs
+
+
+# ---------------------------------------------------------------------- end to end
+def test_two_epochs_outputs_losses_and_memory():
+    trainer = _trainer([_batch(0), _batch(1)], beta=0.5, consistency=0.5)
+    before = {k: v.clone() for k, v in trainer.network.state_dict().items()}
+    counts = Counter()
+    for event in ("FORWARD_COMPLETED", "LOSS_COMPLETED", "BACKWARD_COMPLETED", "MODEL_COMPLETED"):
+        trainer.add_event_handler(getattr(IterationEvents, event), lambda e, name=event: counts.update([name]))
+    outputs = _record(trainer)
+    trainer.run()
+
+    assert trainer.state.iteration == 4 and trainer.state.epoch == 2
+    # each iteration event fired once per iteration
+    assert counts == {name: 4 for name in ("FORWARD_COMPLETED", "LOSS_COMPLETED", "BACKWARD_COMPLETED", "MODEL_COMPLETED")}
+    for out in outputs:
+        assert {"image", "label", "pred", "loss", "loss_seg", "loss_plc", "loss_src", "gamma"} <= set(out)
+        assert all(isinstance(out[k], float) and math.isfinite(out[k]) for k in ("loss_seg", "loss_plc", "loss_src", "gamma"))
+        assert tuple(out["pred"].shape) == (4, 2, SIZE, SIZE, SIZE)
+    # gamma(i) = 0.5 * exp(-5 (1 - i/4)^2) for iterations i = 1..4 (interval 1, length 4):
+    # 0.5 * exp(-2.8125), 0.5 * exp(-1.25), 0.5 * exp(-0.3125), 0.5
+    expected = [0.5 * math.exp(-2.8125), 0.5 * math.exp(-1.25), 0.5 * math.exp(-0.3125), 0.5]
+    assert [out["gamma"] for out in outputs] == pytest.approx(expected, rel=1e-12)
+    assert [out["gamma"] for out in outputs] == [0.5 * sigmoid_rampup(i, 4) for i in range(1, 5)]
+    last = trainer.state.output
+    assert float(last["loss"]) == pytest.approx(
+        0.5 * last["loss_seg"] + last["gamma"] * (last["loss_plc"] + last["loss_src"]), abs=1e-5
+    )
+    # the network was trained
+    after = trainer.network.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if after[k].is_floating_point())
+    # the SAR memory holds the labeled cases only, and rolled once per epoch
+    assert sorted(trainer.sar_fusion.memory) == ["a", "b"]
+    assert tuple(trainer.sar_fusion.memory["a"].shape) == (3, 2, SIZE, SIZE, SIZE)
+    assert trainer.sar_fusion.epoch == 2
+
+
+def test_unlabeled_placeholder_labels_are_never_read():
+    # 255 is no class index: any read of the unlabeled samples' labels by the losses or the memory would fail
+    trainer = _trainer([_batch(0, unlabeled_label=255), _batch(1, unlabeled_label=255)], max_epochs=1)
+    outputs = _record(trainer)
+    trainer.run()
+    assert trainer.state.iteration == 2
+    assert all(math.isfinite(float(out["loss"])) for out in outputs)
+    assert sorted(trainer.sar_fusion.memory) == ["a", "b"]
+
+
+def test_same_losses_whatever_the_placeholder():
+    runs = []
+    for placeholder in (0, 255):
+        trainer = _trainer([_batch(0, unlabeled_label=placeholder)], max_epochs=1, epoch_length=1)
+        trainer.run()
+        runs.append(float(trainer.state.output["loss"]))
+    assert runs[0] == runs[1]
+
+
+def test_batch_without_labeled_sample():
+    trainer = _trainer([_batch(0, labeled=(False, False, False, False))], max_epochs=1, epoch_length=1)
+    with pytest.raises(ValueError, match="a training batch has no labeled sample"):
+        trainer.run()
+
+
+def test_batch_missing_crop_start():
+    batch = _batch(0)
+    del batch["crop_start"]
+    trainer = _trainer([batch], max_epochs=1, epoch_length=1)
+    with pytest.raises(ValueError, match=r"the training batch lacks keys \['crop_start'\]"):
+        trainer.run()
+
+
+def test_max_iterations_stops_inside_an_epoch():
+    trainer = _trainer([_batch(0), _batch(1)], max_epochs=2, max_iterations=3)
+    outputs = _record(trainer)
+    trainer.run()
+    assert trainer.state.iteration == 3 and len(outputs) == 3
+
+
+def test_max_iterations_equal_to_all_iterations_runs_every_epoch():
+    trainer = _trainer([_batch(0), _batch(1)], max_epochs=2, max_iterations=4)
+    trainer.run()
+    assert trainer.state.iteration == 4 and trainer.sar_fusion.epoch == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_iterations=0), r"`max_iterations` must be in \[1, max_epochs \* epoch_length = 2\], got 0"),
+        (dict(max_iterations=3), r"`max_iterations` must be in \[1, max_epochs \* epoch_length = 2\], got 3"),
+        (dict(rampup_interval=0), "`rampup_interval` must be >= 1 iteration, got 0"),
+    ],
+)
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _trainer([_batch(0), _batch(1)], max_epochs=1, **kwargs)  # 2 iterations available
+
+
+def test_decollated_output_still_carries_the_losses():
+    from sasnet_components.utils.bundle import training_stats
+
+    trainer = _trainer([_batch(0)], max_epochs=1, epoch_length=1, decollate=True)
+    trainer.run()
+    stats = training_stats(trainer.state.output)
+    assert set(stats) == {"loss", "loss_seg", "loss_plc", "loss_src", "gamma"}
+    assert stats["gamma"] == pytest.approx(math.exp(-5 * (1 - 1 / 4) ** 2))
+
+
+# ---------------------------------------------------------------------- with TwoStreamBatchSampler
+def _dataset():
+    """6 samples: labeled a, b, c, d and unlabeled u1, u2 (the dataset index is the image value)."""
+    items = []
+    for index, case in enumerate(["a", "b", "c", "d", "u1", "u2"]):
+        labeled = index < 4
+        label = torch.zeros(1, SIZE, SIZE, SIZE, dtype=torch.uint8)
+        if labeled:
+            label[:, 4:12, 4:12, 4:12] = 1
+        items.append(
+            {
+                "image": torch.full((1, SIZE, SIZE, SIZE), float(index)),
+                "label": label,
+                "labeled": torch.tensor(labeled),
+                "case_id": case,
+                "crop_start": torch.zeros(3, dtype=torch.long),
+                "view": torch.tensor([0, 1, 2]),
+                "case_shape": torch.full((3,), SIZE, dtype=torch.long),
+            }
+        )
+    return items
+
+
+def _seen_indices(trainer) -> list:
+    seen = []
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.output["image"][:, 0, 0, 0, 0].long().tolist())
+    )
+    return seen
+
+
+def test_sampler_epochs_follow_the_engine_also_when_resuming():
+    def loader():
+        return DataLoader(_dataset(), batch_sampler=TwoStreamBatchSampler([0, 1, 2, 3], [4, 5], 4, 2, seed=11))
+
+    reference = TwoStreamBatchSampler([0, 1, 2, 3], [4, 5], 4, 2, seed=11)
+    expected = [list(reference) for _ in range(3)]  # epochs 0, 1, 2: 2 batches each
+
+    trainer = _trainer(loader(), max_epochs=3, epoch_length=None)
+    seen = _seen_indices(trainer)
+    trainer.run()
+    assert seen == expected[0] + expected[1] + expected[2]
+
+    # resume after epoch 1 (as CheckpointLoader restores the trainer state) with a fresh sampler
+    resumed = _trainer(loader(), max_epochs=3, epoch_length=None)
+    resumed.state.epoch, resumed.state.iteration = 1, 2
+    seen = _seen_indices(resumed)
+    resumed.run()
+    assert seen == expected[1] + expected[2]
