@@ -7,13 +7,24 @@ YAML as ``_target_: sasnet_components.DualBranchVNet``.
 
 from __future__ import annotations
 
-from .handlers import SARFusion
+from .data import (
+    TwoStreamBatchSampler,
+    evaluation_datalist,
+    make_synthetic_la,
+    overlap_for_stride,
+    paper_window_positions,
+    semi_supervised_datalists,
+)
+from .engines import SemiSupervisedTrainer, sigmoid_rampup
+from .handlers import AtomicCheckpointSaver, SARFusion, SegmentationReport
 from .losses import SEG_LOSS_MODES, PLCLoss, SegLoss, SRCLoss, ensemble_to_sdm, sharpen
 from .metrics import EmptyMaskWarning, asd, dice, hd95, jaccard, segmentation_metrics
 from .networks import DualBranchOutput, DualBranchUncertainty, DualBranchVNet, decoder_disagreement
 from .transforms import (
     SDM_BACKENDS,
     FourierRotate,
+    LabelPlaceholderd,
+    RandCropWithLocationd,
     RandFourierRotated,
     apply_view,
     fourier_rotate_plane,
@@ -23,6 +34,18 @@ from .transforms import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AtomicCheckpointSaver",
+    "LabelPlaceholderd",
+    "RandCropWithLocationd",
+    "SegmentationReport",
+    "SemiSupervisedTrainer",
+    "TwoStreamBatchSampler",
+    "evaluation_datalist",
+    "make_synthetic_la",
+    "overlap_for_stride",
+    "paper_window_positions",
+    "semi_supervised_datalists",
+    "sigmoid_rampup",
     "DualBranchOutput",
     "DualBranchUncertainty",
     "DualBranchVNet",

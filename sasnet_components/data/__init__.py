@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from .datalist import PROTOCOLS, evaluation_datalist, semi_supervised_datalists
+from .samplers import TwoStreamBatchSampler
+from .sliding_window import overlap_for_stride, paper_window_positions
+from .synthetic import make_synthetic_la
+
+__all__ = [
+    "PROTOCOLS",
+    "TwoStreamBatchSampler",
+    "evaluation_datalist",
+    "make_synthetic_la",
+    "overlap_for_stride",
+    "paper_window_positions",
+    "semi_supervised_datalists",
+]
