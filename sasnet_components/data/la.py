@@ -55,7 +55,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +62,8 @@ from typing import Any, Union
 
 import nibabel as nib
 import numpy as np
+
+from sasnet_components.utils.io import atomic_path, atomic_write_text
 
 __all__ = [
     "LA_SPACING",
@@ -481,39 +482,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _tmp_name(path: Path) -> Path:
-    # keeps the full suffix (".nii.gz") so that nibabel picks the same file format
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{''.join(path.suffixes)}")
-
-
 def _atomic_save_nifti(array: np.ndarray, spacing: Sequence[float], path: Path) -> str:
-    """Write ``array`` as NIfTI with affine ``diag(spacing, 1)`` via a temporary file; return its SHA-256."""
+    """Write ``array`` as NIfTI with affine ``diag(spacing, 1)`` atomically; return its SHA-256."""
     img = nib.Nifti1Image(array, np.diag([float(s) for s in spacing] + [1.0]))
     img.header.set_xyzt_units("mm")
     img.header.set_data_dtype(array.dtype)
-    tmp = _tmp_name(path)
-    try:
+    with atomic_path(path, suffix="".join(path.suffixes)) as tmp:  # nibabel picks the format by suffix
         nib.save(img, str(tmp))
         digest = _sha256(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return digest
 
 
 def _atomic_write_json(obj: Any, path: Path) -> None:
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _is_within(path: Path, other: Path) -> bool:

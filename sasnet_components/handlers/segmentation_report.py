@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +27,7 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor, decollate_batch
 
 from sasnet_components.metrics.segmentation import EmptyMaskWarning, segmentation_metrics
+from sasnet_components.utils.io import atomic_write_text
 
 __all__ = ["SegmentationReport", "METRIC_NAMES", "CSV_COLUMNS"]
 
@@ -76,21 +76,6 @@ _RESERVED_SUMMARY_KEYS = frozenset(
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".h5", ".npy", ".npz", ".dcm")
 
 logger = logging.getLogger("sasnet_components.SegmentationReport")
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _case_id_str(value: Any) -> str:
@@ -357,9 +342,9 @@ class SegmentationReport:
             )
         csv_path = os.path.join(self.output_dir, self.csv_name)
         summary_path = os.path.join(self.output_dir, self.summary_name)
-        _atomic_write_text(csv_path, buffer.getvalue())
+        atomic_write_text(csv_path, buffer.getvalue())
         summary = self.summary() if summary is None else summary
-        _atomic_write_text(summary_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        atomic_write_text(summary_path, json.dumps(summary, indent=2, allow_nan=False) + "\n")
         return csv_path, summary_path
 
     # ------------------------------------------------------------------ helpers
