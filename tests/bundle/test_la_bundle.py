@@ -119,6 +119,11 @@ def test_paper_protocol_selects_on_test_cases_and_says_so(dataset_dir, tmp_path,
         ({"num_labled": 3}, KeyError, r"'num_labled': did you mean \['num_labeled'"),
         ({"num_labeled": 99}, ValueError, r"`num_labeled` must be in \[1, 8\].*got 99"),
         ({"dataset_dir": "/nonexistent/la"}, FileNotFoundError, r"scripts/prepare_la.py"),
+        (
+            {"pad_to_patch": False, "patch_size": [48, 48, 16]},
+            ValueError,
+            r"case SYN00\d: patch size \(48, 48, 16\) does not fit in the volume of spatial shape \(40, 40, 24\)",
+        ),
     ],
 )
 def test_bad_input_gets_a_clear_message(dataset_dir, tmp_path, extra, error, match):
