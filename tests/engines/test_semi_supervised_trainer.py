@@ -249,3 +249,13 @@ def test_sampler_epochs_follow_the_engine_also_when_resuming():
     seen = _seen_indices(resumed)
     resumed.run()
     assert seen == expected[1] + expected[2]
+
+
+def test_amp_iteration_runs_and_updates_weights():
+    # on CPU autocast uses bfloat16 and MONAI's grad scaler disables itself; on CUDA the same path runs float16
+    trainer = _trainer([_batch(0), _batch(1)], max_epochs=1, amp=True)
+    before = [p.detach().clone() for p in trainer.network.parameters()]
+    outputs = _record(trainer)
+    trainer.run()
+    assert len(outputs) == 2 and all(torch.isfinite(torch.as_tensor(o["loss"])) for o in outputs)
+    assert any(not torch.equal(b, p) for b, p in zip(before, trainer.network.parameters()))
