@@ -17,9 +17,9 @@ python scripts/make_synthetic_la.py --output_dir "$out/raw" --num_train 12 --num
 python scripts/prepare_la.py --input_dir "$out/raw" --output_dir "$out/prepared" --num_labeled 4 --num_validation 2
 
 common=(--dataset_dir "$out/prepared" --output_dir "$out/runs" --ckpt_dir "$out/models" --device cpu
-        --num_labeled 4 --patch_size "[48,48,32]" --network_def#n_filters 8 --num_workers 1)
+        --num_labeled 4 --patch_size "[48,48,32]" --network_def#n_filters 4 --num_workers 1)
 python -m monai.bundle run training --config_file bundles/la/configs/train.yaml "${common[@]}" \
-    --max_iterations 240 --val_interval 60 --checkpoint_interval 120 --log_interval 20
+    --max_iterations 120 --val_interval 40 --checkpoint_interval 60 --log_interval 20
 python -m monai.bundle run evaluating \
     --config_file "['bundles/la/configs/train.yaml','bundles/la/configs/evaluate.yaml']" "${common[@]}" \
     --eval_roi_size "[48,48,32]" --eval_stride "[16,16,8]"
