@@ -4,12 +4,7 @@
 # Usage: bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ]; then
-    python3 -m venv .venv
-fi
-. .venv/bin/activate
-python -m pip install --quiet --upgrade pip
-python -m pip install --quiet "torch==2.13.0" -r requirements.txt -e .
+. scripts/install.sh
 
 out=demo_output
 rm -rf "$out"
