@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, Mapping, Optional
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-__all__ = ["bundle_root", "check_config_keys", "training_stats"]
+__all__ = ["as_bool", "bundle_root", "check_config_keys", "training_stats"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,33 @@ def _active_parser() -> Optional[ConfigParser]:
             return candidate
         frame = frame.f_back
     return None
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def as_bool(value: Any, name: str = "value") -> bool:
+    """A boolean config option, also when it arrives from the command line as a string.
+
+    ``python -m monai.bundle run ... --select_best false`` passes the string ``'false'``, which
+    Python would treat as true; configs read their flags through this function instead.
+
+    Args:
+        value: a bool, 0 / 1, or one of ``true/false, yes/no, on/off, 1/0`` (any case).
+        name: the option's name, for the error message.
+
+    Raises:
+        ValueError: any other value (names the option and the accepted spellings).
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"`{name}` must be true or false (also yes/no, on/off, 1/0), got {value!r}.")
 
 
 def bundle_root(default: str = ".") -> str:

@@ -49,7 +49,8 @@ def _overrides(dataset_dir: str, out: Path, **extra) -> dict:
 
 
 def test_train_then_evaluate(dataset_dir, tmp_path):
-    run("training", config_file=TRAIN, **_overrides(dataset_dir, tmp_path))
+    # flags as the command line passes them (strings): 'false' must mean false
+    run("training", config_file=TRAIN, **_overrides(dataset_dir, tmp_path, select_best="false", amp="false"))
     assert (tmp_path / "models" / "model.pt").is_file()  # the final model is the reported one
     assert not (tmp_path / "models" / "model_final.pt").exists()  # no selection by default
     state = torch.load(tmp_path / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)

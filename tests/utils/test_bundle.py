@@ -110,3 +110,20 @@ def test_bundle_root_inside_a_workflow(tmp_path: Path, monkeypatch):
     workflow = ConfigWorkflow(config_file=str(configs / "train.yaml"), workflow_type="train")
     workflow.initialize()
     assert workflow.parser.get_parsed_content("seen") == [str((tmp_path / "bundle").resolve())]
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [(True, True), (False, False), ("false", False), ("False", False), ("true", True), ("YES", True), ("0", False), (1, True), ("off", False)],
+)
+def test_as_bool_reads_command_line_spellings(value, expected):
+    from sasnet_components.utils import as_bool
+
+    assert as_bool(value, "flag") is expected
+
+
+def test_as_bool_rejects_other_values():
+    from sasnet_components.utils import as_bool
+
+    with pytest.raises(ValueError, match=r"`select_best` must be true or false .* got 'maybe'"):
+        as_bool("maybe", "select_best")
