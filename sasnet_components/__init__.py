@@ -8,8 +8,11 @@ YAML as ``_target_: sasnet_components.DualBranchVNet``.
 from __future__ import annotations
 
 from .data import (
+    CaseProgressLogger,
+    SplitPredictiond,
     TwoStreamBatchSampler,
     evaluation_datalist,
+    inference_datalist,
     make_synthetic_la,
     overlap_for_stride,
     paper_window_positions,
@@ -35,12 +38,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AtomicCheckpointSaver",
+    "CaseProgressLogger",
+    "SplitPredictiond",
     "LabelPlaceholderd",
     "RandCropWithLocationd",
     "SegmentationReport",
     "SemiSupervisedTrainer",
     "TwoStreamBatchSampler",
     "evaluation_datalist",
+    "inference_datalist",
     "make_synthetic_la",
     "overlap_for_stride",
     "paper_window_positions",

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 from .datalist import PROTOCOLS, evaluation_datalist, semi_supervised_datalists
+from .inference import CaseProgressLogger, SplitPredictiond, inference_datalist
 from .samplers import TwoStreamBatchSampler
 from .sliding_window import overlap_for_stride, paper_window_positions
 from .synthetic import make_synthetic_la
 
 __all__ = [
+    "CaseProgressLogger",
     "PROTOCOLS",
+    "SplitPredictiond",
     "TwoStreamBatchSampler",
     "evaluation_datalist",
+    "inference_datalist",
     "make_synthetic_la",
     "overlap_for_stride",
     "paper_window_positions",

@@ -1,0 +1,252 @@
+"""Inference on a folder of NIfTI files: the list of cases to run, the split of the network output, progress.
+
+Used by ``bundles/la/configs/inference.yaml``: :func:`inference_datalist` lists the readable NIfTI
+files of a folder that have no output yet, :class:`SplitPredictiond` turns the
+:class:`~sasnet_components.DualBranchUncertainty` output (mean probability + decoders'
+disagreement) into a label map, a foreground probability and an uncertainty map, and
+:class:`CaseProgressLogger` logs ``case i/n: name`` per case.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+__all__ = ["CaseProgressLogger", "SplitPredictiond", "case_id_of", "inference_datalist", "output_path"]
+
+logger = logging.getLogger(__name__)
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+OUTPUT_EXT = ".nii.gz"
+
+
+def case_id_of(path: Union[str, os.PathLike]) -> str:
+    """File name without its NIfTI suffix: ``"a/b/case1.nii.gz" -> "case1"``."""
+    name = Path(path).name
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def output_path(output_dir: Union[str, os.PathLike], case_id: str, postfix: str) -> Path:
+    """Where MONAI's ``SaveImaged`` (``separate_folder=False``) writes case `case_id`: ``<dir>/<id>_<postfix>.nii.gz``."""
+    return Path(output_dir) / f"{case_id}_{postfix}{OUTPUT_EXT}"
+
+
+def _unreadable_reason(path: Path) -> Optional[str]:
+    """None when `path` is a readable 3D (or 4D with one volume) NIfTI image, else why not."""
+    try:
+        img = nib.load(str(path))
+        shape = tuple(int(s) for s in img.shape)
+        if len(shape) == 4 and shape[3] == 1:
+            shape = shape[:3]
+        if len(shape) != 3 or min(shape) < 1:
+            return f"expected a 3D image, got shape {tuple(img.shape)}"
+        if not np.all(np.isfinite(img.affine)):
+            return "its affine is not finite"
+        data = np.asanyarray(img.dataobj)  # a truncated .nii.gz only fails when the data are read
+        if data.size != int(np.prod(shape)):
+            return f"read {data.size} voxels, the header says {shape}"
+    except Exception as e:  # nibabel raises many types (ImageFileError, EOFError, OSError, zlib.error, ...)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def inference_datalist(
+    input_dir: Union[str, os.PathLike],
+    output_dir: Union[str, os.PathLike],
+    overwrite: bool = False,
+    outputs: Sequence[Sequence[str]] = (("", "seg"),),
+    check_data: bool = True,
+) -> List[Dict[str, str]]:
+    """List the NIfTI files (``.nii``, ``.nii.gz``) directly inside `input_dir` that are to be segmented.
+
+    Files are sorted by name. A file that cannot be read is logged (name and reason) and left out;
+    a file whose outputs all exist is left out unless `overwrite`. Sub-folders are not searched.
+
+    Args:
+        input_dir: folder of input images.
+        output_dir: folder of the outputs; must be neither `input_dir` nor inside it.
+        overwrite: also list files whose outputs exist (they are written again).
+        outputs: ``[subfolder, postfix]`` pairs of the outputs of a case, ``<output_dir>/<subfolder>/
+            <case_id>_<postfix>.nii.gz`` (``""`` = `output_dir` itself); a case is done when all exist.
+        check_data: read each image's data once to find truncated files (otherwise only the header).
+
+    Returns:
+        ``[{"image": absolute path, "case_id": file name without suffix}, ...]``; ``[]`` when
+        nothing is left to do (logged).
+
+    Raises:
+        FileNotFoundError: `input_dir` does not exist or is not a folder.
+        ValueError: `output_dir` is `input_dir` or inside it; two inputs share a case id
+            (``a.nii`` and ``a.nii.gz``); `outputs` is malformed.
+
+    Example::
+
+        items = inference_datalist("scans", "segmentations", outputs=[["", "seg"], ["probability", "prob"]])
+    """
+    if input_dir is None or output_dir is None:
+        raise ValueError(
+            f"`input_dir` and `output_dir` are required (--input_dir DIR --output_dir OUT), "
+            f"got input_dir {input_dir!r} and output_dir {output_dir!r}."
+        )
+    input_path = Path(input_dir).expanduser().resolve()
+    output_root = Path(output_dir).expanduser().resolve()
+    if not input_path.is_dir():
+        raise FileNotFoundError(f"`input_dir` must be an existing folder of NIfTI files, got {str(input_dir)!r}.")
+    if output_root == input_path or input_path in output_root.parents:
+        raise ValueError(
+            f"`output_dir` must not be the input folder or inside it (outputs are never written into the input "
+            f"folder), got output_dir {str(output_dir)!r} and input_dir {str(input_dir)!r}."
+        )
+    pairs = [tuple(p) for p in outputs]
+    if not pairs or any(len(p) != 2 or not all(isinstance(s, str) for s in p) for p in pairs):
+        raise ValueError(f"`outputs` must be a non-empty list of [subfolder, postfix] string pairs, got {outputs!r}.")
+
+    files = sorted(
+        p for p in input_path.iterdir() if p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES) and not p.name.startswith(".")
+    )
+    seen: Dict[str, Path] = {}
+    for path in files:
+        case_id = case_id_of(path)
+        if case_id in seen:
+            raise ValueError(
+                f"two input files share the case id {case_id!r} and would write the same outputs: "
+                f"{seen[case_id].name!r} and {path.name!r}; rename or move one of them."
+            )
+        seen[case_id] = path
+
+    items: List[Dict[str, str]] = []
+    done = unreadable = 0
+    for path in files:
+        case_id = case_id_of(path)
+        if not overwrite and all(output_path(output_root / sub, case_id, postfix).is_file() for sub, postfix in pairs):
+            done += 1
+            continue
+        if check_data:
+            reason = _unreadable_reason(path)
+        else:
+            try:
+                nib.load(str(path))
+                reason = None
+            except Exception as e:
+                reason = f"{type(e).__name__}: {e}"
+        if reason is not None:
+            unreadable += 1
+            logger.error(f"skipping unreadable input {path.name!r} ({path}): {reason}")
+            continue
+        items.append({"image": str(path), "case_id": case_id})
+    logger.info(
+        f"inference: {len(files)} NIfTI file(s) in {str(input_path)!r}: {len(items)} to segment, "
+        f"{done} already done (outputs exist; --overwrite true to redo), {unreadable} unreadable and skipped."
+    )
+    if not items:
+        logger.info("inference: nothing to do.")
+    return items
+
+
+def _with_meta(tensor: torch.Tensor, like: torch.Tensor) -> MetaTensor:
+    """`tensor` as a MetaTensor carrying a copy of the metadata (affine, file name, ...) of `like`."""
+    meta = copy.deepcopy(like.meta) if isinstance(like, MetaTensor) else {}
+    affine = like.affine.clone() if isinstance(like, MetaTensor) else None
+    out = MetaTensor(torch.as_tensor(tensor).detach().clone(), meta=meta)
+    if affine is not None:
+        out.affine = affine
+    return out
+
+
+class SplitPredictiond(MapTransform):
+    """Split a :class:`~sasnet_components.DualBranchUncertainty` output into label, probability and uncertainty.
+
+    The input, `(num_classes + 1, *spatial)`, holds the mean softmax probability in channels
+    ``[:num_classes]`` and the decoders' disagreement in the last channel. Applied after the
+    output has been resampled back to the input image's space (``Invertd``), so that the label is
+    the argmax of the resampled probabilities.
+
+    Args:
+        keys: the prediction key (one).
+        num_classes: number of classes of the network (background included), >= 2.
+        label_key: where the label map `(1, *spatial)` (uint8, argmax over classes) goes.
+        probability_key: where the foreground probability `(num_classes - 1, *spatial)` in [0, 1] goes.
+        uncertainty_key: where the disagreement `(1, *spatial)` in [0, 1] goes.
+
+    Raises:
+        ValueError: invalid `num_classes`, or a prediction whose channel count is not `num_classes + 1`.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "pred",
+        num_classes: int = 2,
+        label_key: str = "label",
+        probability_key: str = "probability",
+        uncertainty_key: str = "uncertainty",
+    ) -> None:
+        super().__init__(keys)
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
+        self.num_classes = num_classes
+        self.label_key = label_key
+        self.probability_key = probability_key
+        self.uncertainty_key = uncertainty_key
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            if pred.ndim < 2 or pred.shape[0] != self.num_classes + 1:
+                raise ValueError(
+                    f"`{key}` must have shape ({self.num_classes + 1}, *spatial) (num_classes probabilities + 1 "
+                    f"disagreement channel), got shape {tuple(pred.shape)}."
+                )
+            values = torch.as_tensor(pred).float()
+            prob = values[: self.num_classes]
+            d[self.label_key] = _with_meta(torch.argmax(prob, dim=0, keepdim=True).to(torch.uint8), pred)
+            d[self.probability_key] = _with_meta(prob[1:].clamp(0.0, 1.0), pred)
+            d[self.uncertainty_key] = _with_meta(values[self.num_classes :].clamp(0.0, 1.0), pred)
+        return d
+
+
+class CaseProgressLogger:
+    """Log ``case i/n: <file name>`` after each case an evaluator has processed (no tqdm needed).
+
+    Args:
+        total: number of cases (``len`` of the data list).
+        name: logger name.
+
+    Example (bundle config)::
+
+        - _target_: sasnet_components.data.inference.CaseProgressLogger
+          total: $len(@infer#datalist)
+    """
+
+    def __init__(self, total: int, name: str = "sasnet_components.inference") -> None:
+        self.total = int(total)
+        self.logger = logging.getLogger(name)
+
+    def attach(self, engine) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine) -> None:
+        batch = engine.state.batch
+        names = []
+        if isinstance(batch, dict):
+            ids = batch.get("case_id")
+            names = list(ids) if isinstance(ids, (list, tuple)) else [ids]
+        elif isinstance(batch, (list, tuple)):
+            names = [b.get("case_id") for b in batch if isinstance(b, dict)]
+        label = ", ".join(str(n) for n in names) or "?"
+        self.logger.info(f"case {engine.state.iteration}/{self.total}: {label}")
