@@ -8,7 +8,7 @@ segmentation head (logits) and a regression head (tanh) that predicts a signed d
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn

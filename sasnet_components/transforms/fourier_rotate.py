@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
-from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform, Transform
+from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
 from monai.transforms.inverse import TraceableTransform
 from monai.data.meta_obj import get_track_meta
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
