@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .datastore import datastore_datalists
 from .datalist import PROTOCOLS, evaluation_datalist, semi_supervised_datalists
 from .inference import CaseProgressLogger, SplitPredictiond, inference_datalist
 from .samplers import TwoStreamBatchSampler
@@ -11,6 +12,7 @@ __all__ = [
     "PROTOCOLS",
     "SplitPredictiond",
     "TwoStreamBatchSampler",
+    "datastore_datalists",
     "evaluation_datalist",
     "inference_datalist",
     "make_synthetic_la",
