@@ -2,5 +2,17 @@ from __future__ import annotations
 
 from .bundle import as_bool, bundle_root, check_config_keys, training_stats
 from .io import atomic_path, atomic_write_text
+from .monailabel import TORCHVISION_GUARD, export_monailabel_bundle, load_torchscript_weights, prepare_monailabel_app
 
-__all__ = ["as_bool", "atomic_path", "atomic_write_text", "bundle_root", "check_config_keys", "training_stats"]
+__all__ = [
+    "TORCHVISION_GUARD",
+    "as_bool",
+    "atomic_path",
+    "atomic_write_text",
+    "bundle_root",
+    "check_config_keys",
+    "export_monailabel_bundle",
+    "load_torchscript_weights",
+    "prepare_monailabel_app",
+    "training_stats",
+]

@@ -1,0 +1,67 @@
+"""Export a trained SASNet bundle as a folder that MONAI Label's ``monaibundle`` app serves and trains.
+
+Writes ``<app_dir>/model/<name>`` (and creates the app from MONAI Label's sample ``monaibundle``
+app when ``<app_dir>`` has no ``main.py``), or only the bundle folder with ``--output_dir``:
+``models/model.ts`` (no ``model.pt``), ``configs/inference.yaml`` (MONAI transforms only),
+``configs/train.yaml`` (semi-supervised training on the datastore; needs sasnet_components),
+``configs/metadata.json``, ``docs/README.md``. Settings of the bundle the checkpoint was trained
+with are passed as bundle overrides. See bundles/la/docs/monailabel.md.
+
+Usage:
+    python scripts/export_monailabel.py --checkpoint bundles/la/models/model.pt --app_dir apps/sasnet
+    python scripts/export_monailabel.py --checkpoint demo_output/model.pt --output_dir /tmp/sasnet_la \
+        --network_def#n_filters 4 --patch_size "[48,48,32]"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import fire
+
+from sasnet_components.utils import as_bool, export_monailabel_bundle, prepare_monailabel_app
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "la"
+
+
+def export(
+    checkpoint: str,
+    app_dir: Optional[str] = None,
+    output_dir: Optional[str] = None,
+    name: str = "sasnet_la",
+    bundle_dir: str = str(BUNDLE),
+    overwrite: bool = False,
+    sample_app: Optional[str] = None,
+    **override: Any,
+) -> None:
+    """Export `checkpoint` of the bundle at `bundle_dir` for MONAI Label.
+
+    Args:
+        checkpoint: network weights (models/model.pt) or a training checkpoint (runs/checkpoints/*.pt).
+        app_dir: MONAI Label app folder; the bundle goes to <app_dir>/model/<name>.
+        output_dir: the bundle folder to write instead (exactly one of app_dir, output_dir).
+        name: the bundle's name in the app (it must not contain deepedit, deepgrow, detection or classification).
+        bundle_dir: the SASNet bundle whose configs are exported.
+        overwrite: replace an existing exported bundle folder.
+        sample_app: MONAI Label's sample monaibundle app folder (default: the installed one).
+        override: bundle config overrides, e.g. --network_def#n_filters 4.
+    """
+    if (app_dir is None) == (output_dir is None):
+        raise ValueError(f"pass exactly one of --app_dir and --output_dir, got app_dir={app_dir!r}, output_dir={output_dir!r}.")
+    if app_dir is not None:
+        if any(word in name for word in ("deepedit", "deepgrow", "detection", "classification")):
+            raise ValueError(f"--name {name!r}: MONAI Label gives names containing deepedit/deepgrow/detection/classification another task type.")
+        app = prepare_monailabel_app(app_dir, sample_app)
+        output_dir = str(app / "model" / name)
+    out = export_monailabel_bundle(bundle_dir, checkpoint, output_dir, overwrite=as_bool(overwrite, "overwrite"), **override)
+    print(f"exported bundle: {out}")
+    if app_dir is not None:
+        print(
+            f"serve it: PYTHONPATH={Path(__file__).resolve().parents[1]} monailabel start_server --app {app_dir} "
+            f"--studies <images folder> --conf models {name} --conf zoo_source ngc --conf sam2 false"
+        )
+
+
+if __name__ == "__main__":
+    fire.Fire(export)
