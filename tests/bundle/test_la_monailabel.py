@@ -1,0 +1,249 @@
+"""The LA bundle in MONAI Label: export, BundleInferTask without sasnet_components, a server answering
+/infer, and BundleTrainTask training on the datastore's labeled and unlabeled images.
+
+monailabel is installed as ``scripts/install.sh test`` does it (no torchvision); the app is made
+from MONAI Label's own sample ``monaibundle`` app. A tiny random network (n_filters 4) on small
+synthetic volumes keeps it on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import requests
+import torch
+import yaml
+from monai.bundle import run
+
+from sasnet_components import SARFusion
+from sasnet_components.utils import TORCHVISION_GUARD, export_monailabel_bundle, prepare_monailabel_app
+from tests.bundle.test_la_export import _trained_like_network
+from tests.bundle.test_la_inference import _rotated_affine
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "la"
+NAME = "sasnet_la"
+SMALL = {
+    "network_def#n_filters": 4,
+    "patch_size": [32, 32, 32],
+    "batch_size": 2,
+    "labeled_batch_size": 1,
+    "num_workers": 0,
+    "sw_batch_size": 2,
+    "inference_spacing": [1.5, 1.5, 1.5],
+}
+SHAPE = (40, 36, 20)  # spacing (0.8, 1.1, 2.0) in _rotated_affine
+
+
+def _write_image(path: Path, seed: int) -> None:
+    """A bright ellipsoid on noise, so that the label has both classes."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij"))
+    inside = ((grid / np.array([0.5, 0.6, 0.7])[:, None, None, None]) ** 2).sum(0) < 1
+    data = (rng.normal(size=SHAPE) + 3.0 * inside).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, _rotated_affine()), str(path))
+    return inside
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory) -> dict:
+    """An app with the exported bundle, and a LocalDatastore folder: 4 images, 2 of them labeled."""
+    root = tmp_path_factory.mktemp("monailabel")
+    ckpt = root / "model.pt"
+    torch.save(_trained_like_network().state_dict(), ckpt)
+    app_dir = prepare_monailabel_app(root / "app")
+    bundle = export_monailabel_bundle(BUNDLE, ckpt, app_dir / "model" / NAME, **SMALL)
+    studies = root / "studies"
+    (studies / "labels" / "final").mkdir(parents=True)
+    for i in range(4):
+        inside = _write_image(studies / f"case{i}.nii.gz", seed=i)
+        if i < 2:
+            nib.save(nib.Nifti1Image(inside.astype(np.uint8), _rotated_affine()), str(studies / "labels" / "final" / f"case{i}.nii.gz"))
+    return {"root": root, "ckpt": ckpt, "app": app_dir, "bundle": bundle, "studies": studies}
+
+
+def test_exported_bundle_layout(app):
+    bundle = app["bundle"]
+    assert (bundle / "models" / "model.ts").is_file()
+    assert not (bundle / "models" / "model.pt").exists()  # else MONAI Label builds network_def (needs sasnet_components)
+    for name in ("metadata.json", "inference.yaml", "train.yaml", "logging.conf"):
+        assert (bundle / "configs" / name).is_file()
+    infer = yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())
+    assert infer["imports"] == ["$import torch"]
+    targets = [t["_target_"] for key in ("preprocessing", "postprocessing") for t in infer[key]["transforms"]]
+    targets.append(infer["inferer"]["_target_"])
+    assert not [t for t in targets if "sasnet" in t]
+    assert infer["network_def"]["_target_"] == "sasnet_components.DualBranchVNet" and infer["network_def"]["n_filters"] == 4
+    assert infer["patch_size"] == [32, 32, 32] and infer["inference_spacing"] == [1.5, 1.5, 1.5]
+    train = yaml.safe_load((bundle / "configs" / "train.yaml").read_text())
+    assert train["network_def"]["n_filters"] == 4 and train["inference_spacing"] == [1.5, 1.5, 1.5]
+    assert train["train"]["dataset"] == {"data": []} and train["validate"]["dataset"]["data"] == []
+    # the app's main.py is MONAI Label's sample monaibundle app behind the torchvision guard
+    main = (app["app"] / "main.py").read_text()
+    assert main.startswith(TORCHVISION_GUARD) and "class MyApp(MONAILabelApp)" in main
+
+
+def test_torchscript_matches_checkpoint(app):
+    net = _trained_like_network().eval()
+    net.load_state_dict(torch.load(app["ckpt"], weights_only=True))
+    scripted = torch.jit.load(str(app["bundle"] / "models" / "model.ts"))
+    x = torch.randn(1, 1, 48, 32, 32)
+    with torch.no_grad():
+        assert (scripted(x) - net(x)).abs().max().item() <= 1e-5
+
+
+INFER_SCRIPT = r"""
+import importlib.abc, json, sys
+
+class _Block(importlib.abc.MetaPathFinder):  # this process must not use sasnet_components
+    def find_spec(self, name, path=None, target=None):
+        if name == "sasnet_components" or name.startswith("sasnet_components."):
+            raise ImportError(f"{name} is blocked in this test")
+
+sys.meta_path.insert(0, _Block())
+exec(compile(sys.argv[3], "torchvision_guard", "exec"))
+from monailabel.tasks.infer.bundle import BundleInferTask
+
+task = BundleInferTask(sys.argv[1], {})
+label_file, result = task({"image": sys.argv[2], "device": "cpu", "result_dtype": "uint8"})
+ours = sorted(m for m in sys.modules if m.split(".")[0] == "sasnet_components")
+print(json.dumps({"label": label_file, "labels": result["label_names"], "modules": ours}))
+"""
+
+
+def test_bundle_infer_task_needs_only_monai(app, tmp_path):
+    image = app["studies"] / "case3.nii.gz"
+    done = subprocess.run(
+        [sys.executable, "-c", INFER_SCRIPT, str(app["bundle"]), str(image), TORCHVISION_GUARD],
+        capture_output=True, text=True, timeout=300, cwd=str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["modules"] == [] and result["labels"] == {"left atrium": 1}
+    written, source = nib.load(result["label"]), nib.load(str(image))
+    assert written.shape == source.shape
+    np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+    monailabel_label = np.asarray(written.dataobj)
+    assert set(np.unique(monailabel_label)) == {0, 1}
+
+    # the same model through the bundle's own inference config (z-scored, as MONAI Label does) gives the same label
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    os.symlink(image, inputs / image.name)
+    overrides = {k: v for k, v in SMALL.items() if k not in ("batch_size", "labeled_batch_size")}
+    run(
+        "run",
+        config_file=[str(BUNDLE / "configs" / "train.yaml"), str(BUNDLE / "configs" / "inference.yaml")],
+        input_dir=str(inputs), output_dir=str(outputs), inference_checkpoint=str(app["ckpt"]), intensity="zscore",
+        device="cpu", amp=False, **overrides,
+    )
+    bundle_label = np.asarray(nib.load(str(outputs / "case3_seg.nii.gz")).dataobj)
+    assert (bundle_label != monailabel_label).mean() < 1e-3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_server_answers_infer(app, tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MONAILABEL_PYEXE": sys.executable}
+    command = [
+        str(Path(sys.executable).parent / "monailabel"), "start_server", "--app", str(app["app"]), "--studies", str(app["studies"]),
+        "--conf", "models", NAME, "--conf", "zoo_source", "ngc", "--conf", "sam2", "false",
+        "--host", "127.0.0.1", "--port", str(port),
+    ]
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(tmp_path))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        info = None
+        for _ in range(240):
+            if server.poll() is not None:
+                break
+            try:
+                info = requests.get(f"{url}/info/", timeout=5).json()
+                break
+            except requests.RequestException:
+                time.sleep(0.5)
+        assert info is not None, (tmp_path / "server.log").read_text()[-3000:]
+        assert info["models"][NAME]["labels"] == {"left atrium": 1} and NAME in info["trainers"]
+        assert info["datastore"]["total"] == 4 and info["datastore"]["completed"] == 2
+
+        image = app["studies"] / "case2.nii.gz"
+        with open(image, "rb") as f:
+            response = requests.post(
+                f"{url}/infer/{NAME}?output=image",
+                files={"file": (image.name, f)},
+                data={"params": json.dumps({"device": "cpu", "result_dtype": "uint8"})},
+                timeout=300,
+            )
+        assert response.status_code == 200, (tmp_path / "server.log").read_text()[-3000:]
+        (tmp_path / "answer.nii.gz").write_bytes(response.content)
+        written, source = nib.load(str(tmp_path / "answer.nii.gz")), nib.load(str(image))
+        assert written.shape == source.shape
+        np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+        assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+
+
+def test_bundle_train_task_trains_on_labeled_and_unlabeled_images(app, tmp_path, monkeypatch):
+    exec(compile(TORCHVISION_GUARD, "torchvision_guard", "exec"), {})
+    from monailabel.datastore.local import LocalDatastore
+    from monailabel.tasks.train.bundle import BundleTrainTask
+
+    batches = []  # (case id, labeled) of every sample the trainer fused
+    fuse = SARFusion.fuse
+
+    def recording_fuse(self, prob_low, prob_high, labeled, label=None, case_ids=None, **kwargs):
+        batches.append([(c, bool(f)) for c, f in zip(case_ids, labeled)])
+        return fuse(self, prob_low, prob_high, labeled, label, case_ids, **kwargs)
+
+    monkeypatch.setattr(SARFusion, "fuse", recording_fuse)
+    bundle = tmp_path / NAME  # a copy: training writes models/model.pt, which the other tests must not see
+    shutil.copytree(app["bundle"], bundle)
+    datastore = LocalDatastore(str(app["studies"]), extensions=["*.nii.gz"], auto_reload=False)
+    assert len(datastore.datalist()) == 2  # MONAI Label passes only these
+    task = BundleTrainTask(str(bundle), {})
+    task({"model": NAME, "max_epochs": 2, "val_split": 0, "device": "cpu"}, datastore)
+
+    # 2 epochs x 2 iterations (one pass over the 2 labeled images), each batch 1 labeled + 1 unlabeled
+    assert len(batches) == 4 and all([f for _, f in batch] == [True, False] for batch in batches)
+    assert {c for batch in batches for c, f in batch if f} == {"case0", "case1"}
+    assert {c for batch in batches for c, f in batch if not f} == {"case2", "case3"}  # the images without label
+    assert (bundle / "models" / "model.pt").is_file()  # what MONAI Label serves next
+    state = torch.load(bundle / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 4
+
+
+def test_export_script_command_line(app, tmp_path):
+    script = str(REPO / "scripts" / "export_monailabel.py")
+    out = tmp_path / "exported"
+    done = subprocess.run(
+        [sys.executable, script, "--checkpoint", str(app["ckpt"]), "--output_dir", str(out), "--network_def#n_filters", "4",
+         "--patch_size", "[48,48,32]"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert yaml.safe_load((out / "configs" / "inference.yaml").read_text())["patch_size"] == [48, 48, 32]
+    assert (out / "models" / "model.ts").is_file() and f"exported bundle: {out}" in done.stdout
+    both = subprocess.run(
+        [sys.executable, script, "--checkpoint", str(app["ckpt"]), "--output_dir", str(out), "--app_dir", str(tmp_path / "a")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert both.returncode != 0 and "exactly one of --app_dir and --output_dir" in both.stderr
