@@ -22,6 +22,7 @@ from monai.bundle import ConfigParser
 from monai.data import save_net_with_metadata
 
 from .bundle import check_config_keys
+from .io import current_umask
 
 __all__ = [
     "MONAILABEL_INFERENCE_KEYS",
@@ -239,7 +240,7 @@ def export_monailabel_bundle(
             meta_values=metadata,
             more_extra_files={"inference.json": json.dumps(infer_cfg).encode()},
         )
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~current_umask())
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
@@ -251,12 +252,6 @@ def export_monailabel_bundle(
         if tmp.exists():
             shutil.rmtree(tmp)
     return out
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def prepare_monailabel_app(app_dir: PathLike, sample_app: Optional[PathLike] = None) -> Path:

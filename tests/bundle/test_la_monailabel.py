@@ -45,8 +45,8 @@ SMALL = {
 SHAPE = (40, 36, 20)  # spacing (0.8, 1.1, 2.0) in _rotated_affine
 
 
-def _write_image(path: Path, seed: int) -> None:
-    """A bright ellipsoid on noise, so that the label has both classes."""
+def _write_image(path: Path, seed: int) -> np.ndarray:
+    """Write a bright ellipsoid on noise (so that labels have both classes); return the ellipsoid mask."""
     rng = np.random.default_rng(seed)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in SHAPE], indexing="ij"))
     inside = ((grid / np.array([0.5, 0.6, 0.7])[:, None, None, None]) ** 2).sum(0) < 1
