@@ -1,13 +1,19 @@
-"""Batch sampler that mixes labeled and unlabeled samples of one dataset in every batch."""
+"""Reproducible mixed batches: a batch sampler of labeled and unlabeled samples, and seeded dataset items.
+
+Everything random about a training batch (which cases, where the patches are cropped, which view)
+is a function of the seed and the batch's position in the run, so a run resumed at any iteration
+draws exactly the batches of an uninterrupted one, whatever the number of loader workers.
+"""
 
 from __future__ import annotations
 
-from typing import Iterator, List, Sequence
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple, Union
 
 import numpy as np
-from torch.utils.data import Sampler
+from monai.transforms import Randomizable
+from torch.utils.data import Dataset, Sampler
 
-__all__ = ["TwoStreamBatchSampler"]
+__all__ = ["SeededDataset", "TwoStreamBatchSampler"]
 
 
 class TwoStreamBatchSampler(Sampler[List[int]]):
@@ -27,11 +33,12 @@ class TwoStreamBatchSampler(Sampler[List[int]]):
             `batch_size == labeled_batch_size`).
         batch_size: total samples per batch (reference: 4).
         labeled_batch_size: labeled samples per batch (reference: 2).
-        seed: base seed of the permutations.
+        seed: base seed of the permutations and of the items' seeds (``>= 0``).
+        sample_seeds: yield ``(index, seed)`` pairs instead of indices (see :class:`SeededDataset`).
 
     Raises:
         ValueError: when the batch sizes are inconsistent, there are fewer labeled indices than
-            `labeled_batch_size`, or unlabeled indices are needed but missing.
+            `labeled_batch_size`, unlabeled indices are needed but missing, or `seed` is negative.
 
     Example::
 
@@ -46,6 +53,7 @@ class TwoStreamBatchSampler(Sampler[List[int]]):
         batch_size: int = 4,
         labeled_batch_size: int = 2,
         seed: int = 0,
+        sample_seeds: bool = False,
     ) -> None:
         self.labeled = [int(i) for i in labeled_indices]
         self.unlabeled = [int(i) for i in unlabeled_indices]
@@ -64,12 +72,61 @@ class TwoStreamBatchSampler(Sampler[List[int]]):
             raise ValueError(
                 f"batches take {self.unlabeled_batch_size} unlabeled samples but `unlabeled_indices` is empty."
             )
+        if int(seed) < 0:
+            raise ValueError(f"`seed` must be >= 0, got {seed}.")
         self.seed = int(seed)
+        self.sample_seeds = bool(sample_seeds)
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Produce the batches of `epoch` (0-based) on the next iteration, e.g. when resuming."""
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Produce the batches of `epoch` (0-based) on the next iteration, e.g. when resuming.
+
+        Args:
+            epoch: the epoch, 0-based.
+            start: batches of that epoch already done (resuming inside it): the next iteration
+                yields batches ``start, ..., len(self) - 1`` of the epoch; later ones whole epochs.
+
+        Raises:
+            ValueError: `start` outside ``[0, len(self))``.
+        """
+        if not 0 <= int(start) < len(self):
+            raise ValueError(f"`start` must be in [0, {len(self)}) batches of an epoch, got {start}.")
+        self.epoch, self.start = int(epoch), int(start)
+
+    def state_dict(self) -> Dict[str, int]:
+        """The seed and the sizes that define the batches (tensors, numbers only: ``weights_only`` safe)."""
+        return {
+            "seed": self.seed,
+            "num_labeled": len(self.labeled),
+            "num_unlabeled": len(self.unlabeled),
+            "batch_size": self.batch_size,
+            "labeled_batch_size": self.labeled_batch_size,
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Take the seed of a saved sampler; its sizes must equal this one's.
+
+        Raises:
+            KeyError: an entry is missing.
+            ValueError: the saved pools or batch sizes differ from this sampler's (the batches would
+                differ from those of the saved run).
+        """
+        mine = self.state_dict()
+        missing = sorted(set(mine) - set(state_dict))
+        if missing:
+            raise KeyError(f"TwoStreamBatchSampler state_dict is missing {missing}; expected keys {sorted(mine)}.")
+        differ = {k: (int(state_dict[k]), v) for k, v in mine.items() if k != "seed" and int(state_dict[k]) != v}
+        if differ:
+            text = ", ".join(f"{k} {saved} (saved) vs {now} (now)" for k, (saved, now) in differ.items())
+            raise ValueError(
+                f"the checkpoint's batches were drawn with other pools or batch sizes: {text}; resume with the "
+                "datalist, num_labeled, batch_size and labeled_batch_size of the saved run."
+            )
+        self.seed = int(state_dict["seed"])
+
+    def _item_seed(self, epoch: int, batch: int, slot: int) -> int:
+        return int(np.random.SeedSequence([self.seed, 2, epoch, batch, slot]).generate_state(1)[0])
 
     def __len__(self) -> int:
         return len(self.labeled) // self.labeled_batch_size
@@ -83,11 +140,57 @@ class TwoStreamBatchSampler(Sampler[List[int]]):
             yield from (self.unlabeled[i] for i in order[offset:])
             round_, offset = round_ + 1, 0
 
-    def __iter__(self) -> Iterator[List[int]]:
-        epoch = self.epoch
-        self.epoch += 1
+    def __iter__(self) -> Iterator[List[Union[int, Tuple[int, int]]]]:
+        epoch, start = self.epoch, self.start
+        self.epoch, self.start = epoch + 1, 0
         order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.labeled))
-        unlabeled = self._unlabeled_from(epoch * len(self) * self.unlabeled_batch_size) if self.unlabeled else iter(())
-        for b in range(len(self)):
+        position = (epoch * len(self) + start) * self.unlabeled_batch_size
+        unlabeled = self._unlabeled_from(position) if self.unlabeled else iter(())
+        for b in range(start, len(self)):
             batch = [self.labeled[i] for i in order[b * self.labeled_batch_size : (b + 1) * self.labeled_batch_size]]
-            yield batch + [next(unlabeled) for _ in range(self.unlabeled_batch_size)]
+            batch += [next(unlabeled) for _ in range(self.unlabeled_batch_size)]
+            yield [(i, self._item_seed(epoch, b, slot)) for slot, i in enumerate(batch)] if self.sample_seeds else batch
+
+
+class SeededDataset(Dataset):
+    """A dataset whose items are ``(index, seed)`` pairs: item ``index`` of `dataset`, its random
+    transforms seeded with ``seed``.
+
+    With a :class:`TwoStreamBatchSampler` (``sample_seeds=True``) as the loader's batch sampler,
+    the random crop and view of every patch are a function of the run's seed and the patch's
+    position in the run: the same in a resumed run as in an uninterrupted one, and the same for
+    any number of loader workers. Seeding uses MONAI's ``Compose.set_random_state``, so every
+    randomizable transform of the chain gets its own seed.
+
+    Args:
+        dataset: a MONAI ``Dataset`` / ``CacheDataset`` whose ``transform`` is randomizable (a ``Compose``).
+
+    Raises:
+        TypeError: `dataset` has no randomizable ``transform``.
+
+    Example::
+
+        sampler = TwoStreamBatchSampler(labeled, unlabeled, 4, 2, seed=1337, sample_seeds=True)
+        loader = DataLoader(SeededDataset(CacheDataset(items, transform)), batch_sampler=sampler)
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        if not isinstance(getattr(dataset, "transform", None), Randomizable):
+            raise TypeError(
+                f"`dataset` must have a randomizable `transform` (a monai.transforms.Compose), "
+                f"got {type(getattr(dataset, 'transform', None)).__name__}."
+            )
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: Tuple[int, int]) -> Any:
+        try:
+            index, seed = (int(v) for v in item)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"SeededDataset items are (index, seed) pairs, as TwoStreamBatchSampler(sample_seeds=True) yields; got {item!r}."
+            ) from None
+        self.dataset.transform.set_random_state(seed=seed)  # type: ignore[attr-defined]
+        return self.dataset[index]

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
+from monai.data import Dataset
+from monai.transforms import Compose, Randomizable, Transform
+from monai.utils import MAX_SEED
 from torch.utils.data import DataLoader
 
-from sasnet_components.data.samplers import TwoStreamBatchSampler
+from sasnet_components.data.samplers import SeededDataset, TwoStreamBatchSampler
 
 LABELED = list(range(8))  # dataset indices 0..7
 UNLABELED = [100, 101, 102, 103]
 
 
-def _sampler(seed: int = 0, labeled=LABELED, unlabeled=UNLABELED, batch_size: int = 4, labeled_batch_size: int = 2):
-    return TwoStreamBatchSampler(labeled, unlabeled, batch_size=batch_size, labeled_batch_size=labeled_batch_size, seed=seed)
+def _sampler(seed: int = 0, labeled=LABELED, unlabeled=UNLABELED, batch_size: int = 4, labeled_batch_size: int = 2, **kwargs):
+    return TwoStreamBatchSampler(
+        labeled, unlabeled, batch_size=batch_size, labeled_batch_size=labeled_batch_size, seed=seed, **kwargs
+    )
 
 
 def _unlabeled_stream(epochs):
@@ -136,8 +142,90 @@ def test_only_labeled_batches_without_unlabeled_indices():
         (dict(batch_size=4, labeled_batch_size=5), r"`labeled_batch_size` must be in \[1, batch_size=4\], got 5"),
         (dict(labeled=[1], batch_size=4, labeled_batch_size=2), r"need at least `labeled_batch_size`=2 labeled samples, got 1"),
         (dict(unlabeled=[], batch_size=4, labeled_batch_size=2), r"batches take 2 unlabeled samples but `unlabeled_indices` is empty"),
+        (dict(seed=-1), r"`seed` must be >= 0, got -1"),
     ],
 )
 def test_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _sampler(**kwargs)
+
+
+# ---------------------------------------------------------------------- resuming inside an epoch, item seeds
+@pytest.mark.parametrize("epoch, start", [(0, 1), (0, 3), (2, 2)])
+def test_set_epoch_with_start_yields_the_rest_of_that_epoch(epoch, start):
+    uninterrupted = _sampler(seed=3, unlabeled=[50, 51, 52])
+    epochs = [list(uninterrupted) for _ in range(epoch + 2)]
+
+    resumed = _sampler(seed=3, unlabeled=[50, 51, 52])
+    resumed.set_epoch(epoch, start=start)
+    assert list(resumed) == epochs[epoch][start:]  # the batches not done yet, unlabeled stream included
+    assert list(resumed) == epochs[epoch + 1]  # then whole epochs again
+
+
+def test_set_epoch_start_out_of_range():
+    with pytest.raises(ValueError, match=r"`start` must be in \[0, 4\) batches of an epoch, got 4"):
+        _sampler().set_epoch(0, start=4)
+
+
+def test_sample_seeds_pair_every_index_with_a_seed_of_its_position():
+    plain = list(_sampler(seed=9))
+    seeded = list(_sampler(seed=9, sample_seeds=True))
+    assert [[i for i, _ in batch] for batch in seeded] == plain  # same indices
+    seeds = [s for batch in seeded for _, s in batch]
+    assert all(isinstance(s, int) and 0 <= s < 2**32 for s in seeds)
+    assert len(set(seeds)) == len(seeds)  # 16 positions, 16 different seeds
+    resumed = _sampler(seed=9, sample_seeds=True)
+    resumed.set_epoch(0, start=2)
+    assert list(resumed) == seeded[2:]  # a seed belongs to a position, not to a draw count
+    assert list(_sampler(seed=10, sample_seeds=True)) != seeded
+
+
+def test_state_dict_restores_the_seed_and_checks_the_pools():
+    saved = _sampler(seed=21).state_dict()
+    assert saved == {"seed": 21, "num_labeled": 8, "num_unlabeled": 4, "batch_size": 4, "labeled_batch_size": 2}
+    restored = _sampler(seed=0)
+    restored.load_state_dict(saved)
+    assert list(restored) == list(_sampler(seed=21))
+    with pytest.raises(ValueError, match=r"num_unlabeled 4 \(saved\) vs 3 \(now\)"):
+        _sampler(unlabeled=[50, 51, 52]).load_state_dict(saved)
+    with pytest.raises(KeyError, match=r"missing \['seed'\]"):
+        _sampler().load_state_dict({k: v for k, v in saved.items() if k != "seed"})
+
+
+class _RandomOffset(Randomizable, Transform):
+    def randomize(self, data=None) -> None:
+        self.offset = int(self.R.randint(0, 1000))
+
+    def __call__(self, data):
+        self.randomize()
+        return data + self.offset
+
+
+def test_seeded_dataset_items_depend_on_their_seed_only():
+    dataset = Dataset([0, 10, 20], transform=Compose([_RandomOffset()]))
+    seeded = SeededDataset(dataset)
+    assert len(seeded) == 3
+    first = [seeded[(i, s)] for i, s in [(0, 5), (1, 6), (2, 5)]]
+    again = [seeded[(i, s)] for i, s in [(2, 5), (1, 6), (0, 5)]][::-1]  # another order of draws
+    assert first == again
+    assert first[2] - first[0] == 20  # same seed, same offset
+    # MONAI's Compose.set_random_state(5) seeds its transform with the first uint32 of RandomState(5)
+    offset = np.random.RandomState(np.random.RandomState(5).randint(MAX_SEED, dtype="uint32")).randint(0, 1000)
+    assert first[0] == offset
+
+
+def test_seeded_dataset_in_a_loader_with_workers():
+    dataset = SeededDataset(Dataset(list(range(200)), transform=Compose([_RandomOffset()])))
+
+    def epoch(num_workers: int) -> list:
+        loader = DataLoader(dataset, batch_sampler=_sampler(seed=4, sample_seeds=True), num_workers=num_workers)
+        return [batch.tolist() for batch in loader]
+
+    assert epoch(0) == epoch(2)
+
+
+def test_seeded_dataset_errors():
+    with pytest.raises(TypeError, match="randomizable `transform`"):
+        SeededDataset(torch.arange(4))
+    with pytest.raises(TypeError, match=r"items are \(index, seed\) pairs.*got 3"):
+        SeededDataset(Dataset([1, 2], transform=Compose([_RandomOffset()])))[3]
