@@ -88,11 +88,38 @@ class SARFusion:
 
     # ------------------------------------------------------------------ ignite
     def attach(self, engine) -> None:
-        """Roll the memory when ``engine`` completes an epoch (``Events.EPOCH_COMPLETED``)."""
+        """Roll the memory when ``engine`` completes an epoch (``Events.EPOCH_COMPLETED``), and check
+        the memory against the engine's position when an iteration starts (see :meth:`iteration_started`)."""
         from ignite.engine import Events
 
         if not engine.has_event_handler(self.epoch_completed, Events.EPOCH_COMPLETED):
             engine.add_event_handler(Events.EPOCH_COMPLETED, self.epoch_completed)
+        if not engine.has_event_handler(self.iteration_started, Events.ITERATION_STARTED):
+            engine.add_event_handler(Events.ITERATION_STARTED, self.iteration_started)
+
+    def iteration_started(self, engine: Any) -> None:
+        """Keep the memory one roll per completed epoch of ``engine``.
+
+        A checkpoint written at the last iteration of an epoch holds the memory before that epoch's
+        ``EPOCH_COMPLETED`` rolled it, and a run resumed from it never sees that event: the missing
+        roll is done here, before the first iteration of the next epoch reads the memory.
+
+        Raises:
+            ValueError: the memory has rolled more epochs than the engine completed, or fewer by more
+                than one (memory and trainer state come from different runs).
+        """
+        epoch_length = engine.state.epoch_length
+        if not epoch_length:
+            return
+        completed = (engine.state.iteration - 1) // epoch_length
+        if self.epoch == completed - 1:
+            self.epoch_completed(engine)
+        elif self.epoch != completed:
+            raise ValueError(
+                f"the SAR memory has rolled {self.epoch} epochs but the trainer starts iteration "
+                f"{engine.state.iteration} after {completed} complete epochs of {epoch_length} iterations: load the "
+                "memory and the trainer state from the same checkpoint, or start with a new SARFusion."
+            )
 
     def epoch_completed(self, engine: Any = None) -> None:
         """End of an epoch: in ``"paper"`` mode ``C_{i-2} <- C_{i-1} <- C_i``."""

@@ -212,6 +212,44 @@ def test_attached_to_an_engine_rolls_on_epoch_completed():
     assert sar.memory["a"][2, 0].flatten().tolist() == pytest.approx([0.8] * 4)  # C_{i-2}
 
 
+def _engine_with_confidences(sar: SARFusion, confidences) -> Engine:
+    """An engine whose iterations write a true-class probability of ``c`` everywhere, one value per iteration."""
+    values = iter(confidences)
+
+    def step(engine, batch):
+        c = next(values)
+        prob = _probs([1 - c, c, c, 1 - c]).reshape(1, 2, 1, 2, 2)
+        _fuse(sar, prob, prob)
+
+    engine = Engine(step)
+    sar.attach(engine)
+    return engine
+
+
+def test_resumed_at_an_epoch_boundary_rolls_the_missing_epoch():
+    # a checkpoint written at the last iteration of epoch 1 holds the memory before its roll
+    saved = SARFusion(mode="paper", dtype="float32")
+    _engine_with_confidences(saved, [0.9]).run([0], max_epochs=1, epoch_length=1)
+    state = saved.state_dict()
+    state["epoch"], state["memory"]["a"][1:] = 0, 0.5  # as it was before EPOCH_COMPLETED
+    resumed = SARFusion(mode="paper", dtype="float32")
+    resumed.load_state_dict(state)
+    engine = _engine_with_confidences(resumed, [0.8])
+    engine.load_state_dict({"iteration": 1, "epoch_length": 1, "max_epochs": 2})
+    engine.run([0])
+    assert resumed.epoch == 2  # the missing roll, then epoch 2's own
+    assert resumed.memory["a"][1, 0].flatten().tolist() == pytest.approx([0.8] * 4)  # C_{i-1}
+    assert resumed.memory["a"][2, 0].flatten().tolist() == pytest.approx([0.9] * 4)  # C_{i-2}, not 0.5
+
+
+def test_memory_ahead_of_the_trainer_is_refused():
+    sar = SARFusion()
+    sar.epoch = 3
+    engine = _engine_with_confidences(sar, [0.9])
+    with pytest.raises(ValueError, match=r"rolled 3 epochs but the trainer starts iteration 1 after 0 complete epochs"):
+        engine.run([0], max_epochs=1)
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
