@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Iterable, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
 
 import torch
 from ignite.engine import Events
@@ -154,10 +154,49 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
     @staticmethod
     def _set_sampler_epoch(engine: "SemiSupervisedTrainer") -> None:
-        """Keep a batch sampler with ``set_epoch`` in step with the engine (also after resuming)."""
+        """Keep a batch sampler with ``set_epoch`` in step with the engine, also when a run resumes
+        inside an epoch (then the batches of that epoch already done are skipped)."""
         sampler = getattr(engine.data_loader, "batch_sampler", None)
-        if hasattr(sampler, "set_epoch"):
+        if not hasattr(sampler, "set_epoch"):
+            return
+        done = engine.state.iteration % engine.state.epoch_length if engine.state.epoch_length else 0
+        if not done:
             sampler.set_epoch(engine.state.epoch - 1)
+            return
+        try:
+            sampler.set_epoch(engine.state.epoch - 1, start=done)
+        except TypeError:
+            raise TypeError(
+                f"resuming inside an epoch (iteration {engine.state.iteration}, {done} of {engine.state.epoch_length} "
+                f"batches done) needs a batch sampler whose set_epoch takes `start` (TwoStreamBatchSampler), "
+                f"got {type(sampler).__name__}."
+            ) from None
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Ignite's engine state (iteration, epoch length, ...) plus the AMP grad scaler's state when it is enabled."""
+        state = super().state_dict()
+        if self.scaler is not None and self.scaler.is_enabled():
+            state["grad_scaler"] = self.scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` of a run with the same epoch length.
+
+        Raises:
+            ValueError: the saved epoch length differs from this trainer's (another number of labeled
+                cases or labeled batch size: the run would not continue the saved one).
+        """
+        state = dict(state_dict)
+        scaler = state.pop("grad_scaler", None)
+        saved, mine = state.get("epoch_length"), self.state.epoch_length
+        if saved is not None and mine is not None and int(saved) != int(mine):
+            raise ValueError(
+                f"the checkpoint was written with {saved} iterations per epoch, this run has {mine} "
+                "(labeled cases // labeled batch size): resume with the num_labeled and labeled_batch_size of the saved run."
+            )
+        super().load_state_dict(state)
+        if scaler is not None and self.scaler is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(scaler)
 
     def gamma(self, iteration: int) -> float:
         """Consistency weight at `iteration` (1-based): ``consistency * sigmoid_rampup(iteration // interval, L)``."""

@@ -245,10 +245,45 @@ def test_sampler_epochs_follow_the_engine_also_when_resuming():
 
     # resume after epoch 1 (as CheckpointLoader restores the trainer state) with a fresh sampler
     resumed = _trainer(loader(), max_epochs=3, epoch_length=None)
-    resumed.state.epoch, resumed.state.iteration = 1, 2
+    resumed.load_state_dict({"iteration": 2, "epoch_length": 2, "max_epochs": 3})
     seen = _seen_indices(resumed)
     resumed.run()
     assert seen == expected[1] + expected[2]
+
+    # resume inside epoch 1, after its first batch: its second batch comes next, not its first
+    resumed = _trainer(loader(), max_epochs=3, epoch_length=None)
+    resumed.load_state_dict({"iteration": 3, "epoch_length": 2, "max_epochs": 3})
+    seen = _seen_indices(resumed)
+    resumed.run()
+    assert seen == expected[1][1:] + expected[2]
+
+
+def test_resume_inside_an_epoch_needs_a_sampler_that_can_start_there():
+    trainer = _trainer(DataLoader(_dataset(), batch_size=2), max_epochs=2, epoch_length=None)
+    trainer.load_state_dict({"iteration": 1, "epoch_length": 3, "max_epochs": 2})  # no set_epoch: nothing to skip
+    trainer.data_loader.batch_sampler.set_epoch = lambda epoch: None  # a sampler with set_epoch(epoch) only
+    with pytest.raises(TypeError, match=r"resuming inside an epoch \(iteration 1, 1 of 3 batches done\)"):
+        trainer.run()
+
+
+def test_checkpoint_of_another_epoch_length_is_refused():
+    trainer = _trainer([_batch(0), _batch(1)], max_epochs=2, epoch_length=2)
+    with pytest.raises(ValueError, match=r"written with 4 iterations per epoch, this run has 2"):
+        trainer.load_state_dict({"iteration": 4, "epoch_length": 4, "max_epochs": 2})
+
+
+def test_grad_scaler_state_round_trips():
+    trainer = _trainer([_batch(0)], max_epochs=1, epoch_length=1)
+    assert "grad_scaler" not in trainer.state_dict()  # no AMP: nothing to save
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    trainer.scaler.scale(torch.ones(()))  # the scale exists once used
+    trainer.scaler.update(512.0)
+    state = trainer.state_dict()
+    assert state["grad_scaler"]["scale"] == 512.0
+    resumed = _trainer([_batch(0)], max_epochs=1, epoch_length=1)
+    resumed.scaler = torch.amp.GradScaler("cpu")
+    resumed.load_state_dict(state)
+    assert resumed.scaler.get_scale() == 512.0 and resumed.state.iteration == 0
 
 
 def test_amp_iteration_runs_and_updates_weights():
