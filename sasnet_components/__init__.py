@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .data import (
     CaseProgressLogger,
+    SeededDataset,
     SplitPredictiond,
     TwoStreamBatchSampler,
     datastore_datalists,
@@ -20,7 +21,7 @@ from .data import (
     semi_supervised_datalists,
 )
 from .engines import SemiSupervisedTrainer, sigmoid_rampup
-from .handlers import AtomicCheckpointSaver, SARFusion, SegmentationReport
+from .handlers import AtomicCheckpointSaver, GlobalRandomState, SARFusion, SegmentationReport
 from .losses import SEG_LOSS_MODES, PLCLoss, SegLoss, SRCLoss, ensemble_to_sdm, sharpen
 from .metrics import EmptyMaskWarning, asd, dice, hd95, jaccard, segmentation_metrics
 from .networks import DualBranchOutput, DualBranchUncertainty, DualBranchVNet, decoder_disagreement
@@ -40,6 +41,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AtomicCheckpointSaver",
     "CaseProgressLogger",
+    "GlobalRandomState",
+    "SeededDataset",
     "SplitPredictiond",
     "LabelPlaceholderd",
     "RandCropWithLocationd",

@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from .checkpoint import AtomicCheckpointSaver
+from .random_state import GlobalRandomState
 from .sar_fusion import SARFusion
 from .segmentation_report import SegmentationReport
 
-__all__ = ["AtomicCheckpointSaver", "SARFusion", "SegmentationReport"]
+__all__ = ["AtomicCheckpointSaver", "GlobalRandomState", "SARFusion", "SegmentationReport"]

@@ -54,7 +54,7 @@ def test_train_then_evaluate(dataset_dir, tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()  # the final model is the reported one
     assert not (tmp_path / "models" / "model_final.pt").exists()  # no selection by default
     state = torch.load(tmp_path / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
-    assert set(state) == {"model", "optimizer", "trainer", "sar"}
+    assert set(state) == {"model", "optimizer", "trainer", "sar", "sampler", "random_state"}
     assert state["trainer"]["iteration"] == 4
     assert state["sar"]["epoch"] == 4  # 3 labeled cases, 2 per batch: one iteration per epoch
     assert sorted(state["sar"]["memory"]) == ["SYN000", "SYN001", "SYN002"]  # only labeled cases
@@ -73,37 +73,81 @@ def test_train_then_evaluate(dataset_dir, tmp_path):
     assert summary["sliding_window"] == {"roi_size": [32, 32, 16], "stride": [16, 16, 8], "mode": "constant"}
 
 
-def test_resume_restores_iteration_and_sar_memory(dataset_dir, tmp_path):
-    run("training", config_file=TRAIN, **_overrides(dataset_dir, tmp_path / "first", max_iterations=2))
-    checkpoint = tmp_path / "first" / "runs" / "checkpoints" / "checkpoint_final.pt"
-    saved = torch.load(checkpoint, weights_only=True)
-    assert saved["trainer"]["iteration"] == 2 and saved["sar"]["epoch"] == 2
-
-    overrides = _overrides(dataset_dir, tmp_path / "resumed", max_iterations=4, resume_from=str(checkpoint))
-    workflow = ConfigWorkflow(config_file=TRAIN, run_id="training", **overrides)
+def _train(dataset_dir: str, out: Path, **extra) -> tuple:
+    """Run `training`; return the (iteration, loss) sequence and the final training checkpoint."""
+    workflow = ConfigWorkflow(config_file=TRAIN, run_id="training", **_overrides(dataset_dir, out, **extra))
     workflow.initialize()
+    losses = []
     trainer = workflow.parser.get_parsed_content("train#trainer")
-    sar = workflow.parser.get_parsed_content("sar_fusion")
-    optimizer = workflow.parser.get_parsed_content("optimizer")
-    seen = []
-
-    def record(engine):  # the first iteration after loading, before it changes anything
-        if not seen:
-            momentum = optimizer.state_dict()["state"][0]["momentum_buffer"].clone()
-            seen.append((engine.state.iteration, sar.state_dict(), momentum))
-
-    trainer.add_event_handler(Events.ITERATION_STARTED, record)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append((e.state.iteration, e.state.output["loss"].item())))
     workflow.run()
+    return losses, torch.load(out / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
 
-    iteration, memory, momentum = seen[0]
-    assert iteration == 3  # continues after iteration 2
-    assert memory["epoch"] == 2
-    assert sorted(memory["memory"]) == sorted(saved["sar"]["memory"])
-    for case, values in saved["sar"]["memory"].items():
-        torch.testing.assert_close(memory["memory"][case], values)
-    torch.testing.assert_close(momentum, saved["optimizer"]["state"][0]["momentum_buffer"])
-    final = torch.load(tmp_path / "resumed" / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
-    assert final["trainer"]["iteration"] == 4 and final["sar"]["epoch"] == 4
+
+def _assert_identical(a, b, where: str = "checkpoint") -> None:
+    """Bit-for-bit equality of nested checkpoint entries (tensors with torch.equal)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            _assert_identical(a[k], b[k], f"{where}[{k!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_identical(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+# 4 labeled cases, 2 per batch: epochs of 2 iterations. Validation every 3 iterations, so both
+# resumed runs also cross a validation, whose loader must leave the training's random streams alone.
+RESUME = dict(num_labeled=4, max_iterations=6, val_interval=3, sw_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(dataset_dir, tmp_path_factory) -> tuple:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    losses, final = _train(dataset_dir, out, checkpoint_interval=4, **RESUME)
+    return losses, final, out / "runs" / "checkpoints" / "checkpoint_iteration=4.pt"
+
+
+def test_resume_at_an_epoch_boundary_is_exact(dataset_dir, uninterrupted, tmp_path):
+    losses, final, boundary = uninterrupted
+    saved = torch.load(boundary, weights_only=True)
+    # written at the end of iteration 4, before EPOCH_COMPLETED rolled the SAR memory of epoch 2
+    assert saved["trainer"]["iteration"] == 4 and saved["sar"]["epoch"] == 1
+    resumed_losses, resumed = _train(dataset_dir, tmp_path, resume_from=str(boundary), **RESUME)
+    assert resumed_losses == losses[4:]  # iterations 5 and 6, same losses to the last bit
+    assert resumed["sar"]["epoch"] == final["sar"]["epoch"] == 3
+    _assert_identical(resumed, final)  # weights, SGD momentum, SAR memory, sampler, generators, trainer
+
+
+def test_resume_inside_an_epoch_is_exact_with_other_workers(dataset_dir, uninterrupted, tmp_path):
+    losses, final, _ = uninterrupted
+    first_losses, first = _train(dataset_dir, tmp_path / "first", **{**RESUME, "max_iterations": 3})
+    assert first["trainer"]["iteration"] == 3  # stopped inside epoch 2
+    assert first_losses == losses[:3]
+    checkpoint = str(tmp_path / "first" / "runs" / "checkpoints" / "checkpoint_final.pt")
+    # the resumed run loads with 2 worker processes: the batches do not depend on the number of workers
+    resumed_losses, resumed = _train(dataset_dir, tmp_path / "resumed", resume_from=checkpoint, num_workers=2, **RESUME)
+    assert resumed_losses == losses[3:]
+    _assert_identical(resumed, final)
+
+
+def test_resume_keeps_the_checkpoint_seed(dataset_dir, uninterrupted, tmp_path):
+    losses, final, boundary = uninterrupted
+    # nothing to remember: a different --seed on the command line does not change a resumed run
+    resumed_losses, resumed = _train(dataset_dir, tmp_path, resume_from=str(boundary), seed=7, **RESUME)
+    assert resumed_losses == losses[4:]
+    _assert_identical(resumed, final)
+
+
+def test_resume_with_another_labeled_count_is_refused(dataset_dir, uninterrupted, tmp_path):
+    _, _, boundary = uninterrupted
+    with pytest.raises(Exception) as info:
+        _train(dataset_dir, tmp_path, resume_from=str(boundary), **{**RESUME, "num_labeled": 3})
+    assert "resume with the num_labeled and labeled_batch_size of the saved run" in "".join(_messages(info.value))
 
 
 def test_paper_protocol_selects_on_test_cases_and_says_so(dataset_dir, tmp_path, capsys):
@@ -131,9 +175,19 @@ def test_bad_input_gets_a_clear_message(dataset_dir, tmp_path, extra, error, mat
     overrides = {**_overrides(dataset_dir, tmp_path), **extra}
     with pytest.raises(Exception) as info:
         run("training", config_file=TRAIN, **overrides)
-    chain, exc = [], info.value
+    chain = _chain(info.value)
+    assert any(isinstance(e, error) for e in chain), chain
+    assert any(re.search(match, str(e)) for e in chain), [str(e) for e in chain]
+
+
+def _chain(exc: BaseException) -> list:
+    """An exception and its causes / contexts."""
+    chain = []
     while exc is not None:
         chain.append(exc)
         exc = exc.__cause__ or exc.__context__
-    assert any(isinstance(e, error) for e in chain), chain
-    assert any(re.search(match, str(e)) for e in chain), [str(e) for e in chain]
+    return chain
+
+
+def _messages(exc: BaseException) -> list:
+    return [str(e) for e in _chain(exc)]
