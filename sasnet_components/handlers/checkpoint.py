@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import os
-from typing import Any, List, Mapping, Optional
+from pathlib import Path
+from typing import Any, Callable, List, Mapping, Optional
 
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
+
+from sasnet_components.utils.io import atomic_path
 
 __all__ = ["AtomicCheckpointSaver"]
 
 
 class _AtomicDiskSaver(DiskSaver):
-    """ignite ``DiskSaver`` with ``atomic=True`` (temporary file + ``os.replace``), an optional fixed
-    filename, and the usual ``rw-r--r--`` permissions (the temporary file is created ``rw-------``).
+    """ignite ``DiskSaver`` that writes through :func:`sasnet_components.utils.io.atomic_path`
+    (temporary file + ``os.replace``, the usual ``rw-r--r--`` permissions, no temporary file left
+    behind on an error or SIGTERM, stale ones of interrupted runs removed), with an optional fixed
+    filename.
 
     ignite's ``Checkpoint`` (and MONAI's final checkpoint) remove the file to be superseded *before*
     writing the new one; here removals are deferred until the next write has succeeded, and a file
@@ -29,13 +34,15 @@ class _AtomicDiskSaver(DiskSaver):
     def __call__(self, checkpoint: Mapping, filename: str, metadata: Optional[Mapping] = None) -> None:
         filename = self.filename or filename
         super().__call__(checkpoint, filename, metadata)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(os.path.join(self.dirname, filename), 0o666 & ~umask)
         pending, self._pending_removal = self._pending_removal, []
         for old in pending:
             if old != filename and os.path.exists(os.path.join(self.dirname, old)):
                 super().remove(old)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
+        """ignite's hook that writes `checkpoint` to `path` with `func` (``torch.save``) on the saving rank."""
+        with atomic_path(path) as tmp:
+            func(checkpoint, tmp, **self.kwargs)
 
     def remove(self, filename: str) -> None:
         self._pending_removal.append(self.filename or filename)
@@ -46,6 +53,9 @@ class AtomicCheckpointSaver(CheckpointSaver):
 
     A crash or interruption while saving leaves the previous file intact: the checkpoint is
     written to a temporary file in the same folder and moved over the target with ``os.replace``.
+    The temporary file is removed when the save fails or the process gets SIGTERM; those left by
+    runs killed outright (SIGKILL) are removed by the first save of a later run into the folder,
+    see :func:`sasnet_components.utils.io.atomic_path`.
     Takes exactly the arguments of ``monai.handlers.CheckpointSaver``.
     """
 

@@ -1,14 +1,40 @@
-"""File writing that never leaves a partial file under the final name."""
+"""File writing that never leaves a partial file under the final name, nor a temporary file behind.
+
+A write goes to a temporary file in the folder of the final file, named
+``.sasnet-tmp.<host>.<pid>.<final name>.<random><suffix>``, which is moved over the final name when
+the write has succeeded. The temporary file is removed when the write raises (``KeyboardInterrupt``
+from Ctrl-C included) or the process gets SIGTERM. A process killed without a chance to clean up
+(SIGKILL, power loss) leaves its temporary files; the first write of a later process into the same
+folder removes them (see :func:`atomic_path`). Files not named by this pattern are never removed.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
+import signal
+import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
-from typing import Iterator, Union
+from types import FrameType
+from typing import Iterator, Optional, Union
 
 __all__ = ["atomic_path", "atomic_write_text", "current_umask"]
+
+logger = logging.getLogger(__name__)
+
+_STALE_AGE_S = 24 * 3600  # a temporary file unmodified for a day is stale, whatever its host and process
+_MARK = ".sasnet-tmp"
+_NAME = re.compile(re.escape(_MARK) + r"\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>[1-9][0-9]{0,8})\.")
+_live: set[str] = set()  # this process's temporary files being written (absolute paths)
+_cleaned: set[str] = set()  # folders whose stale temporary files this process has removed
+_sigterm_checked = False
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_live.clear)  # a forked child must not remove its parent's files
 
 
 def current_umask() -> int:
@@ -18,12 +44,87 @@ def current_umask() -> int:
     return mask
 
 
+def _host() -> str:
+    """The host name as temporary names hold it: anything but letters, digits and ``-`` becomes ``-``
+    (dots too, as they separate the fields)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+
+
+def _pid_exists(pid: int) -> bool:
+    """Whether a process `pid` exists on this host."""
+    if os.name != "posix":  # os.kill would terminate the process, not probe it: assume it exists
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        pass
+    return True
+
+
+def _is_stale(entry: os.DirEntry, host: str, now: float) -> bool:
+    """Whether `entry` is a temporary file of this module that no process is writing: its process on
+    this host no longer exists, or it was last modified more than a day ago."""
+    match = _NAME.match(entry.name)
+    if match is None or not entry.is_file(follow_symlinks=False):
+        return False
+    if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_AGE_S:
+        return True
+    return match["host"] == host and not _pid_exists(int(match["pid"]))
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Remove the stale temporary files in `folder` (see `_is_stale`), once per folder and process."""
+    if folder in _cleaned:
+        return
+    host, now = _host(), time.time()
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            try:
+                if _is_stale(entry, host, now):
+                    os.unlink(entry.path)
+                    logger.info("removed stale temporary file %s (its write was interrupted)", entry.path)
+            except FileNotFoundError:  # removed meanwhile, by another process
+                pass
+            except OSError as e:
+                logger.warning("could not remove stale temporary file %s: %s", entry.path, e)
+    _cleaned.add(folder)
+
+
+def _remove_live_temporaries_and_terminate(signum: int, frame: Optional[FrameType]) -> None:
+    """SIGTERM handler: remove the temporary files being written, then terminate by the default action."""
+    for name in list(_live):
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _handle_sigterm() -> None:
+    """Install the SIGTERM handler, once, from the main thread, only over the default action.
+
+    A Python handler installed by the program is kept: it either raises (and the ``finally`` of
+    :func:`atomic_path` removes the temporary file) or lets the write go on. An ignored SIGTERM stays
+    ignored.
+    """
+    global _sigterm_checked
+    if _sigterm_checked or threading.current_thread() is not threading.main_thread():
+        return
+    _sigterm_checked = True
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _remove_live_temporaries_and_terminate)
+
+
 @contextlib.contextmanager
 def atomic_path(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path in the folder of `path`; on success move it over `path` (``os.replace``).
 
-    On an exception the temporary file is removed and `path` keeps its previous content. The file
-    gets the permissions a plain ``open(path, "w")`` would give (``0o666`` minus the umask).
+    On an exception or SIGTERM the temporary file is removed and `path` keeps its previous content.
+    The file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` minus the umask).
+    The first call for a folder in a process also removes the temporary files that interrupted
+    writes left there: those of a process of this host that no longer exists, and those of any host
+    unmodified for a day (whether a process on another host exists cannot be checked).
 
     Args:
         path: the final file.
@@ -36,16 +137,20 @@ def atomic_path(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterator
             tmp.write_text(text)
     """
     target = Path(path)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    folder = os.path.abspath(target.parent)
+    _handle_sigterm()
+    fd, name = tempfile.mkstemp(dir=folder, prefix=f"{_MARK}.{_host()}.{os.getpid()}.{target.name}.", suffix=suffix)
+    _live.add(name)
     os.close(fd)
     tmp = Path(name)
     try:
+        _remove_stale_temporaries(folder)
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+        _live.discard(name)
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:

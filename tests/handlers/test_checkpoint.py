@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from sasnet_components.handlers.checkpoint import AtomicCheckpointSaver
+from tests.utils.test_io import stale_and_kept_files, terminate_while_writing
 
 
 @pytest.fixture
@@ -160,3 +162,59 @@ def test_interval_interrupted_save_keeps_previous(tmp_path: Path, monkeypatch):
     saver.interval_completed(engine)
     assert sorted(os.listdir(tmp_path)) == ["model_iteration=3.pt"]
     assert _weight(tmp_path / "model_iteration=3.pt") == 3.0
+
+
+def test_failed_move_leaves_no_temporary(tmp_path: Path):
+    (tmp_path / "model.pt").mkdir()  # the final name is taken by a folder: os.replace fails
+    (tmp_path / "model.pt" / "keep.txt").write_text("user file")
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": _net(1.0)}, save_final=True, final_filename="model.pt")
+    engine = _engine()
+    engine.run([0], max_epochs=1)
+    with pytest.raises(IsADirectoryError):
+        saver.completed(engine)
+    assert sorted(os.listdir(tmp_path)) == ["model.pt"]
+    assert (tmp_path / "model.pt" / "keep.txt").read_text() == "user file"
+
+
+_BLOCKED_SAVE = """
+import sys, time
+from pathlib import Path
+import torch
+from ignite.engine import Engine
+from sasnet_components.handlers.checkpoint import AtomicCheckpointSaver
+
+def blocked_save(obj, f, *args, **kwargs):
+    if hasattr(f, "write"):
+        f.write(b"partial checkpoint")
+        f.flush()
+    else:
+        Path(f).write_bytes(b"partial checkpoint")
+    print("writing", flush=True)
+    time.sleep(60)
+
+torch.save = blocked_save
+saver = AtomicCheckpointSaver(sys.argv[1], {"model": torch.nn.Linear(2, 1)}, save_final=True, final_filename="model.pt")
+engine = Engine(lambda engine, batch: None)
+engine.run([0], max_epochs=1)
+saver.completed(engine)
+"""
+
+
+def test_sigterm_during_save_removes_temporary(tmp_path: Path):
+    (tmp_path / "model.pt").write_bytes(b"previous checkpoint")
+    result = terminate_while_writing(_BLOCKED_SAVE, tmp_path)
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["model.pt"]
+    assert (tmp_path / "model.pt").read_bytes() == b"previous checkpoint"
+
+
+def test_first_save_removes_stale_temporaries_only(tmp_path: Path):
+    kept = stale_and_kept_files(tmp_path)
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": _net(1.0)}, save_final=True, final_filename="model.pt")
+    engine = _engine()
+    saver.attach(engine)
+    engine.run([0, 1], max_epochs=1)
+    assert sorted(os.listdir(tmp_path)) == sorted([*kept, "model.pt"])
+    for name, content in kept.items():
+        assert (tmp_path / name).read_bytes() == content
+    assert _weight(tmp_path / "model.pt") == 1.0

@@ -1,6 +1,13 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -34,3 +41,97 @@ def test_permissions_follow_the_umask(tmp_path):
     finally:
         os.umask(previous)
     assert os.stat(tmp_path / "a.csv").st_mode & 0o777 == 0o644
+
+
+def _host_field() -> str:
+    """This host's name as temporary names hold it: characters other than letters, digits and ``-``
+    (dots too: they separate the fields) become ``-``."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())
+
+
+def _dead_pid() -> int:
+    """The PID of a process that has ended (started and waited for)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def stale_and_kept_files(folder: Path) -> dict[str, bytes]:
+    """Fill `folder` with two temporaries of this project that a new write must remove and with
+    files it must keep; return the kept ones (name -> content)."""
+    host, dead = _host_field(), _dead_pid()
+    stale = [
+        f".sasnet-tmp.{host}.{dead}.image.nii.gz.abcd1234.nii.gz",  # this host, process gone
+        f".sasnet-tmp.other-host.{os.getpid()}.model.pt.abcd1234.tmp",  # another host, 2 days old
+    ]
+    kept = {
+        f".sasnet-tmp.{host}.{os.getpid()}.label.nii.gz.abcd1234.nii.gz": b"live process",
+        f".sasnet-tmp.other-host.{dead}.model.pt.efgh5678.tmp": b"another host, fresh",
+        "tmpabcd1234": b"ignite-like name",
+        "notes.txt": b"user notes",
+        ".hidden.tmp": b"user hidden file",
+    }
+    for name in stale:
+        (folder / name).write_bytes(b"orphan")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(folder / stale[1], (two_days_ago, two_days_ago))
+    for name, content in kept.items():
+        (folder / name).write_bytes(content)
+    return kept
+
+
+def terminate_while_writing(script: str, folder: Path) -> subprocess.CompletedProcess:
+    """Run `script` (which prints a line once its write is under way, then blocks) with `folder` as
+    argument, send SIGTERM after that line, and return the ended process (exit code, output).
+
+    Checks that a temporary file existed in `folder` while the write was blocked."""
+    before = set(os.listdir(folder))
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = child.stdout.readline()
+        during = set(os.listdir(folder)) - before
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert line == "writing\n", f"the child did not start its write: {line!r}, stderr: {err}"
+    assert len(during) == 1, f"expected one temporary file during the write, found {during}"
+    return subprocess.CompletedProcess(child.args, child.returncode, line + out, err)
+
+
+_BLOCKED_WRITE = """
+import sys, time
+from pathlib import Path
+from sasnet_components.utils.io import atomic_path
+
+with atomic_path(Path(sys.argv[1]) / "image.nii.gz", suffix=".nii.gz") as tmp:
+    tmp.write_bytes(b"half written")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_temporary_name_holds_host_pid_and_target(tmp_path):
+    with atomic_path(tmp_path / "image.nii.gz", suffix=".nii.gz") as tmp:
+        assert tmp.name.startswith(f".sasnet-tmp.{_host_field()}.{os.getpid()}.image.nii.gz."), tmp.name
+        assert tmp.name.endswith(".nii.gz") and tmp.is_file()
+
+
+def test_sigterm_during_write_removes_temporary(tmp_path):
+    (tmp_path / "image.nii.gz").write_bytes(b"previous")
+    result = terminate_while_writing(_BLOCKED_WRITE, tmp_path)
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["image.nii.gz"]
+    assert (tmp_path / "image.nii.gz").read_bytes() == b"previous"
+
+
+def test_new_write_removes_stale_temporaries_only(tmp_path):
+    kept = stale_and_kept_files(tmp_path)
+    atomic_write_text(tmp_path / "datalist.json", "{}")
+    assert sorted(os.listdir(tmp_path)) == sorted([*kept, "datalist.json"])
+    for name, content in kept.items():
+        assert (tmp_path / name).read_bytes() == content
