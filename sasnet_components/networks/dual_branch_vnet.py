@@ -203,6 +203,8 @@ class DualBranchVNet(nn.Module):
         prob = net.eval()(torch.randn(1, 1, 112, 112, 80))   # (1, 2, 112, 112, 80)
     """
 
+    size_divisor: int = _SIZE_DIVISOR  # every spatial size of an input must be a multiple of this
+
     def __init__(
         self,
         spatial_dims: int = 3,

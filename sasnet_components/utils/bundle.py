@@ -5,13 +5,22 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+import math
+import numbers
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-__all__ = ["as_bool", "bundle_root", "check_config_keys", "training_stats"]
+__all__ = [
+    "as_bool",
+    "bundle_root",
+    "check_config_keys",
+    "check_training_settings",
+    "log_validation_plan",
+    "training_stats",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +121,188 @@ def check_config_keys(config_dir: str, parser: Optional[ConfigParser] = None, ex
             f"Valid top-level keys are those defined in the files of {str(config_dir)!r}."
         )
     return True
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _int_error(name: str, value: Any, minimum: int, what: str) -> Optional[str]:
+    if _is_int(value) and int(value) >= minimum:
+        return None
+    return f"`{name}` ({what}) must be an integer >= {minimum}, got {value!r}."
+
+
+def _number_error(
+    name: str, value: Any, what: str, low: float = 0.0, high: float = math.inf, low_open: bool = False, high_open: bool = False
+) -> Optional[str]:
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        v = float(value)
+        if (low < v if low_open else low <= v) and (v < high if high_open or high == math.inf else v <= high):
+            return None
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open or high == math.inf else ']'}"
+    return f"`{name}` ({what}) must be a number in {interval}, got {value!r}."
+
+
+def check_training_settings(
+    protocol: str,
+    num_labeled: Any,
+    max_iterations: Any,
+    batch_size: Any,
+    labeled_batch_size: Any,
+    patch_size: Any,
+    learning_rate: Any,
+    momentum: Any,
+    weight_decay: Any,
+    beta: Any,
+    consistency: Any,
+    rampup_length: Any,
+    rampup_interval: Any,
+    seed: Any,
+    val_interval: Any,
+    val_start: Any,
+    val_stride: Any,
+    checkpoint_interval: Any,
+    log_interval: Any,
+    flags: Mapping[str, Any],
+    size_divisor: int = 16,
+) -> bool:
+    """Check a training config's protocol and run settings before any data is read.
+
+    Called from a bundle's ``initialize`` with the values as the config (or the command line) gives
+    them, so that a mistake is reported at once, in the names of the options, rather than after the
+    data has been cached or at the first iteration. Every problem found is listed in one error.
+
+    Args:
+        protocol: ``"default"`` or ``"paper"``.
+        num_labeled: labeled cases, at least `labeled_batch_size` (one batch per epoch).
+        max_iterations: training iterations, >= 1.
+        batch_size: samples per batch, >= 1.
+        labeled_batch_size: labeled samples per batch, in ``[1, batch_size]``.
+        patch_size: spatial size of the training patches; every size a multiple of `size_divisor`.
+        learning_rate: > 0.
+        momentum: in [0, 1).
+        weight_decay, beta, consistency, rampup_length: >= 0.
+        rampup_interval: iterations per ramp-up step, >= 1.
+        seed: >= 0.
+        val_interval: iterations between validations, >= 1.
+        val_start: iteration of the first validation, >= 1.
+        val_stride: sliding-window stride of the validation, one integer in ``[1, patch size]`` per
+            axis, or ``None`` (the overlap is used).
+        checkpoint_interval, log_interval: iterations, >= 1.
+        flags: boolean options by name (e.g. ``select_best``, ``amp``, ``pad_to_patch``), see :func:`as_bool`.
+        size_divisor: what the network needs every spatial size of its input to be a multiple of.
+
+    Returns:
+        True when every setting is valid.
+
+    Raises:
+        ValueError: listing every invalid setting with what was expected and what arrived.
+    """
+    from sasnet_components.data.datalist import PROTOCOLS
+
+    errors: List[Optional[str]] = []
+    if protocol not in PROTOCOLS:
+        errors.append(f"`protocol` must be one of {list(PROTOCOLS)}, got {protocol!r}.")
+    errors.append(_int_error("max_iterations", max_iterations, 1, "training iterations"))
+    errors.append(_int_error("batch_size", batch_size, 1, "samples per batch"))
+    batch_ok = _is_int(batch_size) and batch_size >= 1
+    if not (_is_int(labeled_batch_size) and 1 <= labeled_batch_size <= (batch_size if batch_ok else labeled_batch_size)):
+        errors.append(
+            f"`labeled_batch_size` (labeled samples per batch) must be an integer in [1, batch_size], "
+            f"got {labeled_batch_size!r} with batch_size {batch_size!r}."
+        )
+    elif _is_int(num_labeled) and 1 <= num_labeled < labeled_batch_size:
+        errors.append(
+            f"`num_labeled` ({num_labeled}) must be at least `labeled_batch_size` ({labeled_batch_size}): an epoch "
+            "is one pass over the labeled cases in batches of labeled_batch_size."
+        )
+    errors.append(_int_error("num_labeled", num_labeled, 1, "labeled training cases"))
+    sizes = list(patch_size) if isinstance(patch_size, Sequence) and not isinstance(patch_size, str) else None
+    if not sizes or not all(_is_int(s) and s >= size_divisor and s % size_divisor == 0 for s in sizes):
+        sizes = None
+        errors.append(
+            f"`patch_size` must list one size per spatial axis, each a multiple of {size_divisor} (the network halves "
+            f"the patch four times), e.g. [112, 112, 80]; got {patch_size!r}."
+        )
+    errors.append(_number_error("learning_rate", learning_rate, "SGD step size", low_open=True))
+    errors.append(_number_error("momentum", momentum, "SGD momentum", high=1.0, high_open=True))
+    errors.append(_number_error("weight_decay", weight_decay, "SGD weight decay"))
+    errors.append(_number_error("beta", beta, "weight of the supervised loss"))
+    errors.append(_number_error("consistency", consistency, "final weight of PLC + SRC"))
+    errors.append(_number_error("rampup_length", rampup_length, "ramp-up steps"))
+    errors.append(_int_error("rampup_interval", rampup_interval, 1, "iterations per ramp-up step"))
+    errors.append(_int_error("seed", seed, 0, "random seed"))
+    errors.append(_int_error("val_interval", val_interval, 1, "iterations between validations"))
+    errors.append(_int_error("val_start", val_start, 1, "iteration of the first validation"))
+    if val_stride is not None and sizes is not None:  # checked against a valid patch size only
+        strides = list(val_stride) if isinstance(val_stride, Sequence) and not isinstance(val_stride, str) else None
+        if strides is None or len(strides) != len(sizes) or not all(_is_int(s) and 1 <= s <= p for s, p in zip(strides, sizes)):
+            errors.append(f"`val_stride` must be null or one integer in [1, patch size] per axis of {patch_size!r}, got {val_stride!r}.")
+    errors.append(_int_error("checkpoint_interval", checkpoint_interval, 1, "iterations between training checkpoints"))
+    errors.append(_int_error("log_interval", log_interval, 1, "iterations between loss log lines"))
+    for name, value in flags.items():
+        try:
+            as_bool(value, name)
+        except ValueError as e:
+            errors.append(str(e))
+    found = [e for e in errors if e]
+    if found:
+        raise ValueError("invalid training settings:\n  - " + "\n  - ".join(found))
+    return True
+
+
+_REFERENCE_VALIDATION = {"interval": 50, "start": 100, "stride": [18, 18, 4]}
+
+
+def log_validation_plan(
+    protocol: str,
+    num_cases: int,
+    interval: int,
+    start: int,
+    roi_size: Sequence[int],
+    stride: Optional[Sequence[int]],
+    overlap: float,
+    select_best: bool,
+) -> str:
+    """Log, before training, when and how the model will be validated and which model is reported.
+
+    Protocol ``"paper"`` validates on test cases and keeps the best model, as the reference code
+    did: that is logged as a warning, with whatever of its schedule and window differs from the
+    reference code's (every 50 iterations from iteration 100, window stride 18/18/4, uniform).
+
+    Args:
+        protocol: ``"default"`` or ``"paper"``.
+        num_cases: validation cases (test cases under ``"paper"``).
+        interval: iterations between validations.
+        start: iteration of the first validation.
+        roi_size: sliding-window size.
+        stride: sliding-window stride, or ``None`` when `overlap` sets it.
+        overlap: sliding-window overlap used when `stride` is ``None``.
+        select_best: whether the best model on these cases becomes ``model.pt``.
+
+    Returns:
+        The message logged.
+    """
+    steps = list(stride) if stride is not None else [max(int(r * (1 - overlap)), 1) for r in roi_size]
+    window = f"sliding window {'x'.join(map(str, roi_size))}, stride {'/'.join(map(str, steps))}, uniform weights"
+    schedule = f"every {interval} iterations from iteration {start}"
+    if num_cases == 0:
+        message = f"protocol {protocol!r}: no validation cases, no validation during training; the final model is reported."
+    elif protocol == "paper":
+        message = (
+            f"protocol 'paper': validating {schedule} on {num_cases} TEST cases ({window}) and keeping the best "
+            "model, as the reference code did; for comparison with published numbers only, not an honest estimate."
+        )
+        plan = {"interval": interval, "start": start, "stride": steps}
+        differ = {k: v for k, v in plan.items() if v != _REFERENCE_VALIDATION[k]}
+        if differ:
+            message += f" Differs from the reference code's selection ({_REFERENCE_VALIDATION}) in {differ}."
+    else:
+        kept = "the best model on them is kept (select_best)" if select_best else "the final model is reported"
+        message = f"protocol {protocol!r}: validating {schedule} on {num_cases} validation cases ({window}); {kept}."
+    logger.log(logging.WARNING if protocol == "paper" and num_cases else logging.INFO, message)
+    return message
 
 
 def training_stats(output: Any) -> Dict[str, float]:

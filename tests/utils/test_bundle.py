@@ -1,4 +1,4 @@
-"""Tests of the bundle helpers ``check_config_keys``, ``training_stats`` and ``bundle_root``."""
+"""Tests of the bundle helpers: config checks, the validation plan, training stats and ``bundle_root``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-from sasnet_components.utils.bundle import bundle_root, check_config_keys, training_stats
+from sasnet_components.utils.bundle import (
+    bundle_root,
+    check_config_keys,
+    check_training_settings,
+    log_validation_plan,
+    training_stats,
+)
 
 GLOBALS = {"sasnet_components": "sasnet_components"}
 
@@ -127,3 +133,101 @@ def test_as_bool_rejects_other_values():
 
     with pytest.raises(ValueError, match=r"`select_best` must be true or false .* got 'maybe'"):
         as_bool("maybe", "select_best")
+
+
+# ---------------------------------------------------------------------- check_training_settings
+REFERENCE = dict(
+    protocol="default",
+    num_labeled=16,
+    max_iterations=40000,
+    batch_size=4,
+    labeled_batch_size=2,
+    patch_size=[112, 112, 80],
+    learning_rate=0.01,
+    momentum=0.9,
+    weight_decay=1e-4,
+    beta=0.5,
+    consistency=1.0,
+    rampup_length=40,
+    rampup_interval=150,
+    seed=1337,
+    val_interval=50,
+    val_start=100,
+    val_stride=[18, 18, 4],
+    checkpoint_interval=1000,
+    log_interval=20,
+    flags={"select_best": "false", "amp": True, "pad_to_patch": "yes"},
+)
+
+
+def test_reference_settings_pass():
+    assert check_training_settings(**REFERENCE) is True
+    assert check_training_settings(**{**REFERENCE, "val_stride": None, "protocol": "paper"}) is True
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"patch_size": [100, 112, 80]}, "`patch_size` must list one size per spatial axis, each a multiple of 16 (the network halves the patch four times), e.g. [112, 112, 80]; got [100, 112, 80]."),
+        ({"patch_size": "112"}, "each a multiple of 16"),
+        ({"max_iterations": 0}, "`max_iterations` (training iterations) must be an integer >= 1, got 0."),
+        ({"max_iterations": "abc"}, "`max_iterations` (training iterations) must be an integer >= 1, got 'abc'."),
+        ({"labeled_batch_size": 5}, "`labeled_batch_size` (labeled samples per batch) must be an integer in [1, batch_size], got 5 with batch_size 4."),
+        ({"num_labeled": 1}, "`num_labeled` (1) must be at least `labeled_batch_size` (2)"),
+        ({"num_labeled": 0}, "`num_labeled` (labeled training cases) must be an integer >= 1, got 0."),
+        ({"val_interval": 0}, "`val_interval` (iterations between validations) must be an integer >= 1, got 0."),
+        ({"val_stride": [18, 18, 90]}, "`val_stride` must be null or one integer in [1, patch size] per axis of [112, 112, 80], got [18, 18, 90]."),
+        ({"checkpoint_interval": -5}, "`checkpoint_interval` (iterations between training checkpoints) must be an integer >= 1, got -5."),
+        ({"log_interval": 2.5}, "`log_interval` (iterations between loss log lines) must be an integer >= 1, got 2.5."),
+        ({"learning_rate": 0}, "`learning_rate` (SGD step size) must be a number in (0, inf), got 0."),
+        ({"momentum": 1.0}, "`momentum` (SGD momentum) must be a number in [0, 1), got 1.0."),
+        ({"seed": -1}, "`seed` (random seed) must be an integer >= 0, got -1."),
+        ({"protocol": "papers"}, "`protocol` must be one of ['default', 'paper'], got 'papers'."),
+        ({"flags": {"amp": "maybe"}}, "`amp` must be true or false (also yes/no, on/off, 1/0), got 'maybe'."),
+    ],
+)
+def test_each_bad_setting_is_named(change, message):
+    with pytest.raises(ValueError) as info:
+        check_training_settings(**{**REFERENCE, **change})
+    assert message in str(info.value)
+    assert str(info.value).count("\n  - ") == 1  # only that one
+
+
+def test_all_bad_settings_in_one_message():
+    with pytest.raises(ValueError) as info:
+        check_training_settings(**{**REFERENCE, "max_iterations": 0, "batch_size": True, "beta": -1})
+    text = str(info.value)
+    assert text.startswith("invalid training settings:\n  - ")
+    assert "`max_iterations`" in text and "`batch_size` (samples per batch) must be an integer >= 1, got True" in text
+    assert "`beta` (weight of the supervised loss) must be a number in [0, inf), got -1." in text
+
+
+# ---------------------------------------------------------------------- log_validation_plan
+def test_paper_plan_is_a_warning_naming_test_cases_schedule_and_window(caplog):
+    with caplog.at_level("INFO", logger="sasnet_components.utils.bundle"):
+        message = log_validation_plan("paper", 20, 50, 100, [112, 112, 80], [18, 18, 4], 0.5, True)
+    assert caplog.records[-1].levelname == "WARNING"
+    assert message == (
+        "protocol 'paper': validating every 50 iterations from iteration 100 on 20 TEST cases (sliding window "
+        "112x112x80, stride 18/18/4, uniform weights) and keeping the best model, as the reference code did; for "
+        "comparison with published numbers only, not an honest estimate."
+    )
+
+
+def test_paper_plan_says_where_it_differs_from_the_reference():
+    message = log_validation_plan("paper", 20, 1000, 1000, [112, 112, 80], None, 0.5, True)
+    assert "stride 56/56/40" in message  # int(112 * 0.5), int(80 * 0.5)
+    assert message.endswith("in {'interval': 1000, 'start': 1000, 'stride': [56, 56, 40]}.")
+
+
+def test_default_plan_is_information(caplog):
+    with caplog.at_level("INFO", logger="sasnet_components.utils.bundle"):
+        message = log_validation_plan("default", 8, 1000, 1000, [112, 112, 80], None, 0.5, False)
+    assert caplog.records[-1].levelname == "INFO"
+    assert message == (
+        "protocol 'default': validating every 1000 iterations from iteration 1000 on 8 validation cases (sliding "
+        "window 112x112x80, stride 56/56/40, uniform weights); the final model is reported."
+    )
+    assert log_validation_plan("default", 0, 1000, 1000, [112, 112, 80], None, 0.5, False).startswith(
+        "protocol 'default': no validation cases"
+    )
