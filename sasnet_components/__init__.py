@@ -21,7 +21,7 @@ from .data import (
     semi_supervised_datalists,
 )
 from .engines import SemiSupervisedTrainer, sigmoid_rampup
-from .handlers import AtomicCheckpointSaver, GlobalRandomState, SARFusion, SegmentationReport
+from .handlers import AtomicCheckpointSaver, GlobalRandomState, SARFusion, ScheduledValidationHandler, SegmentationReport
 from .losses import SEG_LOSS_MODES, PLCLoss, SegLoss, SRCLoss, ensemble_to_sdm, sharpen
 from .metrics import EmptyMaskWarning, asd, dice, hd95, jaccard, segmentation_metrics
 from .networks import DualBranchOutput, DualBranchUncertainty, DualBranchVNet, decoder_disagreement
@@ -46,6 +46,7 @@ __all__ = [
     "SplitPredictiond",
     "LabelPlaceholderd",
     "RandCropWithLocationd",
+    "ScheduledValidationHandler",
     "SegmentationReport",
     "SemiSupervisedTrainer",
     "TwoStreamBatchSampler",

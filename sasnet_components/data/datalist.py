@@ -124,11 +124,6 @@ def semi_supervised_datalists(
             raise ValueError(
                 f"protocol 'paper' validates on the test list, but datalist {str(path)!r} has no test cases present."
             )
-        logger.warning(
-            "protocol 'paper': validating (and selecting the checkpoint) on %d TEST cases, as the reference code did; "
-            "for comparison with published numbers only, not an honest estimate.",
-            len(validation),
-        )
     else:
         validation = lists["validation"]
 

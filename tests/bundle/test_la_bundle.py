@@ -150,12 +150,60 @@ def test_resume_with_another_labeled_count_is_refused(dataset_dir, uninterrupted
     assert "resume with the num_labeled and labeled_batch_size of the saved run" in "".join(_messages(info.value))
 
 
-def test_paper_protocol_selects_on_test_cases_and_says_so(dataset_dir, tmp_path, capsys):
-    run("training", config_file=TRAIN, **_overrides(dataset_dir, tmp_path, protocol="paper", max_iterations=2))
+def test_paper_protocol_selects_as_the_reference_code_and_says_so(dataset_dir, tmp_path, capsys):
+    # no validation override: the protocol sets the reference code's schedule and window
+    overrides = {k: v for k, v in _overrides(dataset_dir, tmp_path).items() if k != "val_interval"}
+    workflow = ConfigWorkflow(config_file=TRAIN, run_id="training", **{**overrides, "protocol": "paper", "max_iterations": 100})
+    workflow.initialize()
+    validated = []
+    trainer = workflow.parser.get_parsed_content("train#trainer")
+    evaluator = workflow.parser.get_parsed_content("validate#evaluator")
+    evaluator.add_event_handler(Events.STARTED, lambda e: validated.append(trainer.state.iteration))
+    inferer = workflow.parser.get_parsed_content("validate#inferer")
+    workflow.run()
+
+    assert validated == [100]  # every 50 iterations from iteration 100: 100, 150, ...
+    # the window steps MONAI computes from the overlap: the reference code's 18/18/4, uniform weights
+    assert [int(r * (1 - o)) for r, o in zip(inferer.roi_size, inferer.overlap)] == [18, 18, 4]
+    assert inferer.mode == "constant"
     log = capsys.readouterr().out  # the bundle's logging.conf logs to stdout
-    assert re.search(r"WARNING - protocol 'paper': validating .* on 1 TEST cases.*comparison with published numbers only", log)
+    assert re.search(
+        r"WARNING - protocol 'paper': validating every 50 iterations from iteration 100 on 1 TEST cases \(sliding window "
+        r"32x32x16, stride 18/18/4, uniform weights\) and keeping the best model, as the reference code did; "
+        r"for comparison with published numbers only",
+        log,
+    )
+    assert "Differs from the reference" not in log
     assert (tmp_path / "models" / "model.pt").is_file()  # best on the test list
     assert (tmp_path / "models" / "model_final.pt").is_file()  # the final model, kept apart
+
+
+def test_default_protocol_logs_its_validation_plan(dataset_dir, tmp_path, capsys):
+    run("training", config_file=TRAIN, **_overrides(dataset_dir, tmp_path, max_iterations=2))
+    assert re.search(
+        r"INFO - protocol 'default': validating every 2 iterations from iteration 2 on 2 validation cases \(sliding "
+        r"window 32x32x16, stride 16/16/8, uniform weights\); the final model is reported",
+        capsys.readouterr().out,
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        ({"patch_size": [40, 32, 16]}, r"`patch_size` must list one size per spatial axis, each a multiple of 16"),
+        ({"max_iterations": 0}, r"`max_iterations` \(training iterations\) must be an integer >= 1, got 0\."),
+        ({"num_labeled": 1}, r"`num_labeled` \(1\) must be at least `labeled_batch_size` \(2\)"),
+        ({"val_interval": 0, "log_interval": "often"}, r"(?s)`val_interval`.*got 0\.\n  - `log_interval`.*got 'often'\."),
+        ({"alpha": 2}, r"`alpha` must be in \[0, 1\], got 2"),
+        ({"views": [[0, 0, 2]]}, r"\[0, 0, 2\]"),
+    ],
+)
+def test_settings_are_checked_before_any_data_is_read(tmp_path, extra, match):
+    # the dataset folder does not exist: a settings error must come first, from `initialize`
+    workflow = ConfigWorkflow(config_file=TRAIN, run_id="training", **_overrides(str(tmp_path / "absent"), tmp_path, **extra))
+    with pytest.raises(Exception) as info:
+        workflow.initialize()
+    assert any(re.search(match, m) for m in _messages(info.value)), _messages(info.value)
 
 
 @pytest.mark.parametrize(
