@@ -33,9 +33,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 try:
+    from sasnet_components.data.checks import exception_message
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sasnet_components.data.checks import exception_message
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
 
 __all__ = ["parse_args", "main"]
@@ -98,9 +100,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             datalist_name=args.datalist_name,
         )
     except (OSError, ValueError, KeyError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
         sys.stdout.flush()  # the log goes to stdout: keep the message after it
-        print(f"{Path(__file__).name}: error: {message}", file=sys.stderr)
+        print(f"{Path(__file__).name}: error: {exception_message(e)}", file=sys.stderr)
         raise SystemExit(1) from e
     logging.getLogger(__name__).info("done in %.1f s", time.perf_counter() - start)
     return datalist

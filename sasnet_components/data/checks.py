@@ -7,7 +7,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-__all__ = ["nonfinite_message", "read_error"]
+__all__ = ["error_reason", "exception_message", "nonfinite_message", "read_error"]
 
 
 def nonfinite_message(array: Any) -> Optional[str]:
@@ -35,6 +35,27 @@ def nonfinite_message(array: Any) -> Optional[str]:
     return f"{total} non-finite voxel{'s' if total > 1 else ''} ({n_nan} NaN, {n_inf} infinite) of {values.size}"
 
 
+def exception_message(error: BaseException) -> str:
+    """The message of `error`: ``str(error)``, except for a KeyError, whose ``str`` quotes its text.
+
+    Example:
+        >>> exception_message(KeyError("case 'a': no 'label'"))
+        "case 'a': no 'label'"
+    """
+    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+
+
+def error_reason(error: BaseException) -> str:
+    """The reason of a reader's exception on one line, with its type: ``"<message> (<type>)"``.
+
+    Example:
+        >>> error_reason(OSError("Expected 10 bytes, got 4 \\n - could the file be damaged?"))
+        'Expected 10 bytes, got 4 - could the file be damaged? (OSError)'
+    """
+    reason = " ".join(exception_message(error).split()) or "no reason given"
+    return f"{reason} ({type(error).__name__})"
+
+
 def read_error(subject: str, error: BaseException) -> Exception:
     """An exception for a file that could not be read, naming what was read and why it failed.
 
@@ -44,15 +65,14 @@ def read_error(subject: str, error: BaseException) -> Exception:
 
     Returns:
         ``FileNotFoundError`` or ``PermissionError`` when `error` is one (callers may handle them),
-        else ``ValueError``; the message is ``"<subject>: <reason> (<type of error>)"``. Raise it
-        ``from error``.
+        else ``ValueError``; the message is ``"<subject>: <reason> (<type of error>)"`` (see
+        :func:`error_reason`). Raise it ``from error``.
 
     Example:
         >>> read_error("cannot read '/x.nii.gz'", EOFError("stream ended"))
         ValueError("cannot read '/x.nii.gz': stream ended (EOFError)")
     """
-    reason = str(error).strip() or "no reason given"
-    message = f"{subject}: {reason} ({type(error).__name__})"
+    message = f"{subject}: {error_reason(error)}"
     for kind in (FileNotFoundError, PermissionError):
         if isinstance(error, kind):
             return kind(message)

@@ -71,7 +71,7 @@ from typing import Any, Union
 import nibabel as nib
 import numpy as np
 
-from sasnet_components.data.checks import nonfinite_message, read_error
+from sasnet_components.data.checks import exception_message, nonfinite_message, read_error
 from sasnet_components.utils.io import atomic_path, atomic_write_text
 
 __all__ = [
@@ -543,11 +543,6 @@ def _load_manifest(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
     return (cases if isinstance(cases, dict) else {}), (datalists if isinstance(datalists, dict) else {})
 
 
-def _error_message(error: Exception) -> str:
-    """The message of ``error`` (``str`` of a KeyError would add quotes)."""
-    return str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-
-
 def _is_complete(entry: dict[str, Any] | None, expected: dict[str, Any], out_dir: Path) -> bool:
     """Whether a manifest entry describes the same source and parameters, with intact output files."""
     if not entry or any(entry.get(k) != v for k, v in expected.items()):
@@ -801,7 +796,7 @@ def prepare_la(
         try:
             image, label, spacing = _read_case(layout, src, case_id, seed, record)
         except (OSError, ValueError, KeyError) as e:
-            refused[case_id] = _error_message(e)
+            refused[case_id] = exception_message(e)
             logger.error("case %s (%s) refused: %s", case_id, split, refused[case_id])
             continue
         record["shape"] = list(image.shape)

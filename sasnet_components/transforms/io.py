@@ -9,7 +9,7 @@ from monai.data import ImageReader
 from monai.transforms import LoadImaged
 from monai.utils import ensure_tuple
 
-from sasnet_components.data.checks import nonfinite_message, read_error
+from sasnet_components.data.checks import exception_message, nonfinite_message, read_error
 
 __all__ = ["CheckedLoadImaged"]
 
@@ -87,7 +87,7 @@ class CheckedLoadImaged(LoadImaged):
         try:
             present = list(self.key_iterator(d, self.meta_keys, self.meta_key_postfix))
         except KeyError as e:
-            raise KeyError(f"{prefix}{e.args[0]}") from e
+            raise KeyError(f"{prefix}{exception_message(e)}") from e
         for key, meta_key, meta_key_postfix in present:
             path = d[key]
             try:
