@@ -29,9 +29,9 @@ def nonfinite_message(array: Any) -> Optional[str]:
         return None
     n_nan = int(np.count_nonzero(np.isnan(values)))
     n_inf = int(np.count_nonzero(np.isinf(values)))
-    if n_nan + n_inf == 0:
-        return None
     total = n_nan + n_inf
+    if total == 0:
+        return None
     return f"{total} non-finite voxel{'s' if total > 1 else ''} ({n_nan} NaN, {n_inf} infinite) of {values.size}"
 
 
