@@ -27,6 +27,7 @@ from .metrics import EmptyMaskWarning, asd, dice, hd95, jaccard, segmentation_me
 from .networks import DualBranchOutput, DualBranchUncertainty, DualBranchVNet, decoder_disagreement
 from .transforms import (
     SDM_BACKENDS,
+    CheckedLoadImaged,
     FourierRotate,
     LabelPlaceholderd,
     RandCropWithLocationd,
@@ -41,6 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AtomicCheckpointSaver",
     "CaseProgressLogger",
+    "CheckedLoadImaged",
     "GlobalRandomState",
     "SeededDataset",
     "SplitPredictiond",

@@ -16,6 +16,11 @@ Usage:
         [--layout auto|h5|raw] [--train_list FILE] [--test_list FILE] [--datalist_name datalist.json]
 
 ``--num_labeled 16`` is the 20 % setting of the paper, ``8`` the 10 % setting.
+
+A case that cannot be used (unreadable file, NaN or infinite voxels ...) is logged and skipped;
+the others are prepared, no datalist is written, and the run ends with exit status 1 and, as its
+last line, ``prepare_la.py: error:`` naming every refused case. An existing datalist that this
+script did not write is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 try:
+    from sasnet_components.data.checks import exception_message
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sasnet_components.data.checks import exception_message
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
 
 __all__ = ["parse_args", "main"]
@@ -61,7 +68,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="?",
         const=True,
         default=False,
-        help="rewrite every case, even complete ones (default False)",
+        help="rewrite every case, even complete ones, and replace a datalist not written here (default False)",
     )
     p.add_argument("--layout", default="auto", choices=LA_LAYOUTS, help="input layout (default: auto-detect)")
     p.add_argument("--train_list", default=None, help="train id list (default: <input_dir>/train.list)")
@@ -71,22 +78,31 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Run :func:`sasnet_components.data.la.prepare_la` from the command line; return the datalist."""
+    """Run :func:`sasnet_components.data.la.prepare_la` from the command line; return the datalist.
+
+    Bad input (a folder or list that is not there, refused cases, a datalist it did not write ...)
+    ends with ``prepare_la.py: error: <message>`` as the last line on stderr and exit status 1.
+    """
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
     start = time.perf_counter()
-    datalist = prepare_la(
-        input_dir=args.input_dir,
-        output_dir=args.output_dir,
-        num_labeled=args.num_labeled,
-        num_validation=args.num_validation,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        layout=args.layout,
-        train_list=args.train_list,
-        test_list=args.test_list,
-        datalist_name=args.datalist_name,
-    )
+    try:
+        datalist = prepare_la(
+            input_dir=args.input_dir,
+            output_dir=args.output_dir,
+            num_labeled=args.num_labeled,
+            num_validation=args.num_validation,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            layout=args.layout,
+            train_list=args.train_list,
+            test_list=args.test_list,
+            datalist_name=args.datalist_name,
+        )
+    except (OSError, ValueError, KeyError) as e:
+        sys.stdout.flush()  # the log goes to stdout: keep the message after it
+        print(f"{Path(__file__).name}: error: {exception_message(e)}", file=sys.stderr)
+        raise SystemExit(1) from e
     logging.getLogger(__name__).info("done in %.1f s", time.perf_counter() - start)
     return datalist
 

@@ -1,10 +1,12 @@
-"""Inference on a folder of NIfTI files: the list of cases to run, the split of the network output, progress.
+"""Inference on a folder of NIfTI files: the list of cases to run, the split of the network output, progress, report.
 
-Used by ``bundles/la/configs/inference.yaml``: :func:`inference_datalist` lists the readable NIfTI
-files of a folder that have no output yet, :class:`SplitPredictiond` turns the
-:class:`~sasnet_components.DualBranchUncertainty` output (mean probability + decoders'
-disagreement) into a label map, a foreground probability and an uncertainty map, and
-:class:`CaseProgressLogger` logs ``case i/n: name`` per case.
+Used by ``bundles/la/configs/inference.yaml``: :func:`inference_datalist` checks the output folders
+and lists the readable, finite NIfTI files of a folder that have no output yet,
+:class:`SplitPredictiond` turns the :class:`~sasnet_components.DualBranchUncertainty` output (mean
+probability + decoders' disagreement) into a label map, a foreground probability and an
+uncertainty map, :class:`CaseProgressLogger` logs ``case i/n: name`` per case, and
+:func:`inference_report` ends the run: one summary line, or exit status 1 naming every input left
+without outputs.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-__all__ = ["CaseProgressLogger", "SplitPredictiond", "case_id_of", "inference_datalist", "output_path"]
+from sasnet_components.data.checks import error_reason, nonfinite_message
+
+__all__ = [
+    "CaseProgressLogger",
+    "SplitPredictiond",
+    "case_id_of",
+    "inference_datalist",
+    "inference_report",
+    "output_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +55,15 @@ def output_path(output_dir: Union[str, os.PathLike], case_id: str, postfix: str)
     return Path(output_dir) / f"{case_id}_{postfix}{OUTPUT_EXT}"
 
 
-def _unreadable_reason(path: Path) -> Optional[str]:
-    """None when `path` is a readable 3D (or 4D with one volume) NIfTI image, else why not."""
+def _input_problem(path: Path, check_data: bool = True) -> Optional[str]:
+    """None when `path` is a readable 3D (or 4D with one volume) NIfTI image with finite values, else why not.
+
+    With `check_data` false only the header is read (no check of truncation or of the values).
+    """
     try:
         img = nib.load(str(path))
+        if not check_data:
+            return None
         shape = tuple(int(s) for s in img.shape)
         if len(shape) == 4 and shape[3] == 1:
             shape = shape[:3]
@@ -59,8 +75,39 @@ def _unreadable_reason(path: Path) -> Optional[str]:
         if data.size != int(np.prod(shape)):
             return f"read {data.size} voxels, the header says {shape}"
     except Exception as e:  # nibabel raises many types (ImageFileError, EOFError, OSError, zlib.error, ...)
-        return f"{type(e).__name__}: {e}"
-    return None
+        return f"cannot read it: {error_reason(e)}"
+    problem = nonfinite_message(data)
+    return None if problem is None else f"{problem}; expected finite intensities"
+
+
+def _nifti_inputs(input_path: Path) -> List[Path]:
+    """The NIfTI files directly inside `input_path` (hidden files left out), sorted by name."""
+    return sorted(
+        p
+        for p in input_path.iterdir()
+        if p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES) and not p.name.startswith(".")
+    )
+
+
+def _check_output_folder(folder: Path) -> None:
+    """Raise unless `folder` is a writable folder or can be created as one (nothing is created).
+
+    Uses ``os.access`` on the nearest existing folder, so a read-only folder or file system is
+    found before any model is loaded, not when the first result is saved.
+    """
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(
+            f"output folder '{folder}' cannot be used: '{existing}' is a file, not a folder; choose another "
+            "--output_dir."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"output folder '{folder}' cannot be used: no permission to write in '{existing}'; choose a folder "
+            "you can write to (--output_dir)."
+        )
 
 
 def inference_datalist(
@@ -72,8 +119,11 @@ def inference_datalist(
 ) -> List[Dict[str, str]]:
     """List the NIfTI files (``.nii``, ``.nii.gz``) directly inside `input_dir` that are to be segmented.
 
-    Files are sorted by name. A file that cannot be read is logged (name and reason) and left out;
-    a file whose outputs all exist is left out unless `overwrite`. Sub-folders are not searched.
+    The output folders are checked first (before any file is read or model loaded). Files are
+    sorted by name. A file that cannot be read or holds NaN / infinite voxels is logged (name and
+    reason) and left out, so that it gets no (empty) segmentation; :func:`inference_report` names
+    it again at the end of the run. A file whose outputs all exist is left out unless `overwrite`.
+    Sub-folders are not searched.
 
     Args:
         input_dir: folder of input images.
@@ -81,7 +131,8 @@ def inference_datalist(
         overwrite: also list files whose outputs exist (they are written again).
         outputs: ``[subfolder, postfix]`` pairs of the outputs of a case, ``<output_dir>/<subfolder>/
             <case_id>_<postfix>.nii.gz`` (``""`` = `output_dir` itself); a case is done when all exist.
-        check_data: read each image's data once to find truncated files (otherwise only the header).
+        check_data: read each image's data once to find truncated files and non-finite voxels
+            (otherwise only the header; such files then fail when loaded for inference).
 
     Returns:
         ``[{"image": absolute path, "case_id": file name without suffix}, ...]``; ``[]`` when
@@ -89,6 +140,8 @@ def inference_datalist(
 
     Raises:
         FileNotFoundError: `input_dir` does not exist or is not a folder.
+        NotADirectoryError: an output folder is, or lies under, an existing file.
+        PermissionError: an output folder, or the folder it would be created in, is not writable.
         ValueError: `output_dir` is `input_dir` or inside it; two inputs share a case id
             (``a.nii`` and ``a.nii.gz``); `outputs` is malformed.
 
@@ -113,10 +166,10 @@ def inference_datalist(
     pairs = [tuple(p) for p in outputs]
     if not pairs or any(len(p) != 2 or not all(isinstance(s, str) for s in p) for p in pairs):
         raise ValueError(f"`outputs` must be a non-empty list of [subfolder, postfix] string pairs, got {outputs!r}.")
+    for sub, _ in pairs:
+        _check_output_folder(output_root / sub)
 
-    files = sorted(
-        p for p in input_path.iterdir() if p.is_file() and p.name.lower().endswith(NIFTI_SUFFIXES) and not p.name.startswith(".")
-    )
+    files = _nifti_inputs(input_path)
     seen: Dict[str, Path] = {}
     for path in files:
         case_id = case_id_of(path)
@@ -128,32 +181,73 @@ def inference_datalist(
         seen[case_id] = path
 
     items: List[Dict[str, str]] = []
-    done = unreadable = 0
+    done = refused = 0
     for path in files:
         case_id = case_id_of(path)
-        if not overwrite and all(output_path(output_root / sub, case_id, postfix).is_file() for sub, postfix in pairs):
+        if not overwrite and _has_outputs(output_root, case_id, pairs):
             done += 1
             continue
-        if check_data:
-            reason = _unreadable_reason(path)
-        else:
-            try:
-                nib.load(str(path))
-                reason = None
-            except Exception as e:
-                reason = f"{type(e).__name__}: {e}"
-        if reason is not None:
-            unreadable += 1
-            logger.error(f"skipping unreadable input {path.name!r} ({path}): {reason}")
+        problem = _input_problem(path, check_data)
+        if problem is not None:
+            refused += 1
+            logger.error(f"skipping input {path.name!r} ({path}): {problem}")
             continue
         items.append({"image": str(path), "case_id": case_id})
     logger.info(
         f"inference: {len(files)} NIfTI file(s) in {str(input_path)!r}: {len(items)} to segment, "
-        f"{done} already done (outputs exist; --overwrite true to redo), {unreadable} unreadable and skipped."
+        f"{done} already done (outputs exist; --overwrite true to redo), {refused} refused (unreadable or "
+        "non-finite) and skipped."
     )
     if not items:
         logger.info("inference: nothing to do.")
     return items
+
+
+def _has_outputs(output_root: Path, case_id: str, outputs: Sequence[Sequence[str]]) -> bool:
+    """Whether every ``[subfolder, postfix]`` output of `case_id` exists."""
+    return all(output_path(output_root / sub, case_id, postfix).is_file() for sub, postfix in outputs)
+
+
+def inference_report(
+    input_dir: Union[str, os.PathLike],
+    output_dir: Union[str, os.PathLike],
+    outputs: Sequence[Sequence[str]] = (("", "seg"),),
+) -> str:
+    """End an inference run: check that every NIfTI input of `input_dir` has all its outputs.
+
+    Called as the last step of ``inferring`` in ``bundles/la/configs/inference.yaml``. It looks at
+    the files on disk, so it reports what the run left, whatever happened during it.
+
+    Args:
+        input_dir: folder of input images (as for :func:`inference_datalist`).
+        output_dir: folder of the outputs.
+        outputs: ``[subfolder, postfix]`` pairs of the outputs of a case (as for :func:`inference_datalist`).
+
+    Returns:
+        ``"inference: <n> of <n> inputs segmented, outputs in <output_dir>"``, also printed.
+
+    Raises:
+        SystemExit: some inputs have no outputs. Its message, which Python prints as the last line
+            of a ``python -m monai.bundle run`` (exit status 1), names each such input, its path and
+            why (unreadable, non-finite voxels, ...): ``inference: 1 of 2 inputs not segmented (no
+            output written for them): 'a.nii.gz' (/x/a.nii.gz): 8 non-finite voxels (8 NaN, 0
+            infinite) of 4000; expected finite intensities. ...``
+    """
+    input_path = Path(input_dir).expanduser().resolve()
+    output_root = Path(output_dir).expanduser().resolve()
+    pairs = [tuple(p) for p in outputs]
+    files = _nifti_inputs(input_path)
+    missing = [p for p in files if not _has_outputs(output_root, case_id_of(p), pairs)]
+    if missing:
+        reasons = [f"{p.name!r} ({p}): {_input_problem(p) or 'no output written'}" for p in missing]
+        raise SystemExit(
+            f"inference: {len(missing)} of {len(files)} inputs not segmented (no output written for them): "
+            + "; ".join(reasons)
+            + ". Fix or remove these files and run again (inputs with outputs are skipped)."
+        )
+    summary = f"inference: {len(files)} of {len(files)} inputs segmented, outputs in {output_dir}"
+    print(summary)
+    return summary
 
 
 def _with_meta(tensor: torch.Tensor, like: torch.Tensor) -> MetaTensor:

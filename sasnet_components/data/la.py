@@ -29,7 +29,8 @@ Output (``output_dir``)::
     imagesTr/<id>.nii.gz   float32      labelsTr/<id>.nii.gz   uint8 {0, 1}   (train.list cases)
     imagesTs/<id>.nii.gz   float32      labelsTs/<id>.nii.gz   uint8 {0, 1}   (test.list cases present)
     datalist.json          the splits, paths relative to its folder (format below)
-    manifest.json          per case: source, parameters, output shape and SHA-256 of each file
+    manifest.json          per case: source, parameters, output shape and SHA-256 of each file;
+                           per datalist written: its SHA-256
 
 NIfTI affines are ``diag(spacing_x, spacing_y, spacing_z, 1)``: 0.625 mm for the h5 layout, the
 nrrd ``space directions`` for the raw layout (0.625 mm when the header has none).
@@ -46,7 +47,14 @@ Datalist (``datalist.json``)::
 Re-running is cheap and safe: a case whose two NIfTI files exist and match the SHA-256 recorded
 in the manifest (for the same source file and parameters) is skipped; every file is written to a
 temporary name and moved into place with ``os.replace``, so an interrupted run never leaves a
-truncated file under a final name.
+truncated file under a final name. An existing datalist is replaced only when the manifest records
+its SHA-256 (prepare_la wrote it and nobody edited it since) or with ``overwrite``.
+
+A case that cannot be used (unreadable or damaged file, NaN or infinite voxels, shapes that differ,
+label values outside {0, 1} ...) is refused: it is logged with its reason, the other cases are
+prepared, and the run ends with a ``ValueError`` naming every refused case. No datalist is written
+then (an existing one is left as it was), so no protocol list is silently short of a case: fix
+the files, or remove the ids from the lists, and run again (prepared cases are skipped).
 """
 
 from __future__ import annotations
@@ -63,6 +71,7 @@ from typing import Any, Union
 import nibabel as nib
 import numpy as np
 
+from sasnet_components.data.checks import exception_message, nonfinite_message, read_error
 from sasnet_components.utils.io import atomic_path, atomic_write_text
 
 __all__ = [
@@ -96,7 +105,8 @@ _RAW_LABEL = "laendo.nrrd"
 # folders (relative to the input root) searched for raw case folders, in order
 _RAW_TRAIN_FOLDERS = ("", "Training Set", H5_CASE_FOLDER)
 _RAW_TEST_FOLDERS = ("Testing Set", _H5_TEST_FOLDER)
-_MANIFEST_VERSION = 1
+# 2: non-finite voxels are refused (outputs of version 1 are checked again), datalist checksums recorded
+_MANIFEST_VERSION = 2
 
 _LAYOUTS_HELP = (
     "expected one of two layouts: (1) community h5 layout "
@@ -302,16 +312,20 @@ def load_h5_case(path: PathLike, case_id: str = "") -> tuple[np.ndarray, np.ndar
 
     Raises:
         KeyError: a dataset is missing.
-        ValueError: shapes differ or are not 3D, or the label holds values outside ``{0, 1}``.
+        ValueError: the file cannot be read (not HDF5, damaged; the message names case, path and
+            h5py's reason), shapes differ or are not 3D, or the label holds values outside ``{0, 1}``.
     """
     import h5py
 
-    with h5py.File(path, "r") as f:
-        missing = [k for k in ("image", "label") if k not in f]
-        if missing:
-            raise KeyError(f"case '{case_id}': '{path}' must hold datasets 'image' and 'label', missing {missing}.")
-        image = np.asarray(f["image"][()])
-        label = np.asarray(f["label"][()])
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("image", "label") if k not in f]
+            if missing:
+                raise KeyError(f"case '{case_id}': '{path}' must hold datasets 'image' and 'label', missing {missing}.")
+            image = np.asarray(f["image"][()])
+            label = np.asarray(f["label"][()])
+    except OSError as e:  # h5py's error for a file that is not HDF5 or is damaged
+        raise read_error(f"case '{case_id}': cannot read '{path}'", e) from e
     if image.shape != label.shape:
         raise ValueError(
             f"case '{case_id}': image and label must have the same shape, got image {tuple(image.shape)} "
@@ -362,7 +376,8 @@ def load_raw_case(case_dir: PathLike, case_id: str = "") -> tuple[np.ndarray, np
 
     Raises:
         FileNotFoundError: a file is missing.
-        ValueError: the image and label shapes differ.
+        ValueError: a file cannot be read (the message names case, path and the reader's reason),
+            or the image and label shapes differ.
     """
     import nrrd
 
@@ -371,8 +386,13 @@ def load_raw_case(case_dir: PathLike, case_id: str = "") -> tuple[np.ndarray, np
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"case '{case_id}': expected raw file '{p}' is missing.")
-    image, header = nrrd.read(str(paths[0]))
-    label, _ = nrrd.read(str(paths[1]))
+    read = []
+    for p in paths:
+        try:
+            read.append(nrrd.read(str(p)))
+        except Exception as e:  # pynrrd raises NRRDError, ValueError, EOFError, zlib.error ... on damaged files
+            raise read_error(f"case '{case_id}': cannot read '{p}'", e) from e
+    (image, header), (label, _) = read
     if image.shape != label.shape:
         raise ValueError(
             f"case '{case_id}': image and label must have the same shape, got image {tuple(image.shape)} "
@@ -493,8 +513,11 @@ def _atomic_save_nifti(array: np.ndarray, spacing: Sequence[float], path: Path) 
     return digest
 
 
-def _atomic_write_json(obj: Any, path: Path) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+def _atomic_write_json(obj: Any, path: Path) -> str:
+    """Write ``obj`` as indented JSON atomically; return the SHA-256 of the file."""
+    text = json.dumps(obj, indent=2) + "\n"
+    atomic_write_text(path, text)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _is_within(path: Path, other: Path) -> bool:
@@ -505,19 +528,19 @@ def _case_seed(seed: int, case_id: str) -> list[int]:
     return [int(seed), int.from_bytes(hashlib.sha256(case_id.encode("utf-8")).digest()[:8], "little")]
 
 
-def _load_manifest(path: Path) -> dict[str, Any]:
+def _load_manifest(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The ``cases`` and ``datalists`` records of a manifest; empty when missing, unreadable or of another version."""
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         logger.warning("ignoring unreadable manifest '%s'; all cases will be rewritten", path)
-        return {}
+        return {}, {}
     if not isinstance(data, dict) or data.get("version") != _MANIFEST_VERSION:
-        return {}
-    if not isinstance(data.get("cases"), dict):
-        return {}
-    return data["cases"]
+        return {}, {}
+    cases, datalists = data.get("cases"), data.get("datalists")
+    return (cases if isinstance(cases, dict) else {}), (datalists if isinstance(datalists, dict) else {})
 
 
 def _is_complete(entry: dict[str, Any] | None, expected: dict[str, Any], out_dir: Path) -> bool:
@@ -534,6 +557,39 @@ def _is_complete(entry: dict[str, Any] | None, expected: dict[str, Any], out_dir
 # ---------------------------------------------------------------------------------------------
 # main entry point
 # ---------------------------------------------------------------------------------------------
+
+
+def _read_case(
+    layout: str, src: Path, case_id: str, seed: int, record: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
+    """Read, check and (raw layout) preprocess one case; the raw crop is added to ``record``.
+
+    Returns:
+        ``(image, label, spacing)`` as written to the NIfTI files.
+
+    Raises:
+        OSError, ValueError, KeyError: the case cannot be used; the message names the case, its
+            file and what is wrong (unreadable file, non-finite voxels, shapes, label values ...).
+    """
+    if layout == "h5":
+        image, label = load_h5_case(src, case_id)
+        spacing: tuple[float, ...] = LA_SPACING
+    else:
+        image, label, spacing = load_raw_case(src, case_id)
+    for name, array in (("image", image), ("label", label)):
+        problem = nonfinite_message(array)
+        if problem is not None:
+            raise ValueError(f"case '{case_id}': {name} has {problem} in '{src}'; expected finite values.")
+    if layout == "raw":
+        record["raw_shape"] = list(image.shape)
+        try:
+            image, label, box = preprocess_raw_case(
+                image, label, np.random.default_rng(_case_seed(seed, case_id)), return_box=True
+            )
+        except ValueError as e:
+            raise ValueError(f"case '{case_id}' ('{src}'): {e}") from e
+        record["crop_box"] = [list(b) for b in box]
+    return image, label, spacing
 
 
 def _find_case(root: Path, layout: str, case_id: str, folders: Sequence[str]) -> Path | None:
@@ -572,7 +628,8 @@ def prepare_la(
             they also stay in the unlabeled pool.
         seed: seed of the raw-layout crop margins; case ``id`` uses ``numpy.random.default_rng([seed,
             hash(id)])``, so its output depends only on ``seed`` and the id. Unused for h5.
-        overwrite: rewrite every case even when a complete earlier output exists.
+        overwrite: rewrite every case even when a complete earlier output exists, and replace a
+            datalist that prepare_la did not write.
         layout: ``"auto"`` (see :func:`detect_layout`), ``"h5"`` or ``"raw"``.
         train_list: id list to use instead of ``<input_dir>/train.list``. For the raw layout
             without any list, all case folders (sorted) become training cases.
@@ -585,9 +642,13 @@ def prepare_la(
     Raises:
         FileNotFoundError: ``input_dir`` is missing or holds neither layout; ``train.list`` is
             missing (h5 layout); a ``train.list`` case has no data (message names id and path).
-        ValueError: ``output_dir`` overlaps ``input_dir``; a case's image and label shapes differ;
-            h5 label values outside ``{0, 1}``; bad ``num_labeled`` / ``num_validation`` / ``layout``;
-            an id in both lists.
+        FileExistsError: ``output_dir / datalist_name`` exists, was not written by prepare_la (or
+            was edited since) and ``overwrite`` is false; raised before any file is written.
+        ValueError: ``output_dir`` overlaps ``input_dir``; bad ``num_labeled`` / ``num_validation``
+            / ``layout``; an id in both lists; after all other cases are prepared, one or more cases
+            were refused (unreadable file, non-finite voxels, image and label shapes that differ,
+            h5 label values outside ``{0, 1}`` ...): the message names each case, its file and why,
+            and no datalist is written.
 
     Example:
         >>> datalist = prepare_la("/data/LA", "data/la", num_labeled=16)  # doctest: +SKIP
@@ -646,8 +707,21 @@ def prepare_la(
     both = sorted(set(train_ids) & set(listed_test))
     if both:
         raise ValueError(f"ids must not be in both the training and the test list, got {both[:5]} in both.")
-    # validate the split numbers before any file is written
+    # validate the split numbers and the datalist's destination before any file is written
     build_datalist(train_ids, [], num_labeled, num_validation, source_layout=layout)
+    manifest_path = out / "manifest.json"
+    recorded_cases, recorded_datalists = _load_manifest(manifest_path)
+    datalist_path = out / datalist_name
+    if (
+        not overwrite
+        and datalist_path.exists()
+        and (not datalist_path.is_file() or _sha256(datalist_path) != recorded_datalists.get(datalist_name))
+    ):
+        raise FileExistsError(
+            f"'{datalist_path}' exists and was not written by prepare_la (its SHA-256 is not the one recorded in "
+            f"'{manifest_path}': written by someone else or by an older version, or edited since); pass --overwrite "
+            "(overwrite=True) to replace it, or choose another --datalist_name or --output_dir."
+        )
 
     # --- locate cases -------------------------------------------------------------------------
     train_folders = (H5_CASE_FOLDER, _H5_TEST_FOLDER) if layout == "h5" else _RAW_TRAIN_FOLDERS
@@ -689,10 +763,15 @@ def prepare_la(
     # --- write cases --------------------------------------------------------------------------
     for sub in ("imagesTr", "labelsTr") + (("imagesTs", "labelsTs") if present_test else ()):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    manifest_path = out / "manifest.json"
-    manifest = {} if overwrite else _load_manifest(manifest_path)
+    manifest = {} if overwrite else recorded_cases
     written = skipped = 0
     spacings: dict[str, list[float]] = {}
+    refused: dict[str, str] = {}
+
+    def save_manifest() -> None:
+        content = {"version": _MANIFEST_VERSION, "cases": manifest, "datalists": recorded_datalists}
+        _atomic_write_json(content, manifest_path)
+
     for case_id, split, src in sources:
         entry = _entry(case_id, split)
         data_file = src if layout == "h5" else src / _RAW_IMAGE
@@ -714,19 +793,12 @@ def prepare_la(
             logger.debug("case %s: complete output found, skipped", case_id)
             continue
         record = dict(expected)
-        if layout == "h5":
-            image, label = load_h5_case(src, case_id)
-            spacing: tuple[float, ...] = LA_SPACING
-        else:
-            raw_image, raw_label, spacing = load_raw_case(src, case_id)
-            try:
-                image, label, box = preprocess_raw_case(
-                    raw_image, raw_label, np.random.default_rng(_case_seed(seed, case_id)), return_box=True
-                )
-            except ValueError as e:
-                raise ValueError(f"case '{case_id}' ('{src}'): {e}") from e
-            record["raw_shape"] = list(raw_image.shape)
-            record["crop_box"] = [list(b) for b in box]
+        try:
+            image, label, spacing = _read_case(layout, src, case_id, seed, record)
+        except (OSError, ValueError, KeyError) as e:
+            refused[case_id] = exception_message(e)
+            logger.error("case %s (%s) refused: %s", case_id, split, refused[case_id])
+            continue
         record["shape"] = list(image.shape)
         record["spacing"] = [float(s) for s in spacing]
         record["image_sha256"] = _atomic_save_nifti(image, spacing, out / entry["image"])
@@ -734,10 +806,20 @@ def prepare_la(
         manifest[case_id] = record
         spacings[case_id] = record["spacing"]
         written += 1
-        _atomic_write_json({"version": _MANIFEST_VERSION, "cases": manifest}, manifest_path)
+        save_manifest()
         logger.info("case %s (%s): wrote shape %s", case_id, split, tuple(image.shape))
-    _atomic_write_json({"version": _MANIFEST_VERSION, "cases": manifest}, manifest_path)
-    logger.info("cases: %d written, %d skipped (complete output already present)", written, skipped)
+    save_manifest()
+    logger.info(
+        "cases: %d written, %d skipped (complete output already present), %d refused", written, skipped, len(refused)
+    )
+    if refused:
+        kept = " (the existing one is left as it was)" if datalist_path.exists() else ""
+        raise ValueError(
+            f"{len(refused)} of {len(sources)} cases refused, {datalist_name} not written{kept}: "
+            + "; ".join(message.rstrip(".") for message in refused.values())
+            + ". Fix or replace these files, or remove their ids from train.list / test.list, and run again "
+            "(prepared cases are kept and skipped)."
+        )
 
     # --- datalist -----------------------------------------------------------------------------
     spacing0 = spacings[train_ids[0]]
@@ -753,8 +835,8 @@ def prepare_la(
     datalist = build_datalist(
         train_ids, present_test, num_labeled, num_validation, spacing0, layout, num_test_listed=len(listed_test)
     )
-    datalist_path = out / datalist_name
-    _atomic_write_json(datalist, datalist_path)
+    recorded_datalists[datalist_name] = _atomic_write_json(datalist, datalist_path)
+    save_manifest()
     logger.info(
         "datalist: labeled %d / unlabeled %d / validation %d (also in unlabeled) / test %d (%d test ids missing)",
         len(datalist["labeled"]),

@@ -110,6 +110,12 @@ def test_rerun_skips_done_cases_unless_overwrite(ckpt_dir, tmp_path, capsys):
     assert os.stat(label).st_mtime_ns != second
 
 
+def _refusal(info) -> str:
+    """The message of the SystemExit a refused input ends the run with (printed to stderr, exit status 1)."""
+    assert isinstance(info.value.code, str), info.value.code
+    return info.value.code
+
+
 def test_unreadable_inputs_are_reported_and_skipped(ckpt_dir, tmp_path, capsys):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -120,12 +126,35 @@ def test_unreadable_inputs_are_reported_and_skipped(ckpt_dir, tmp_path, capsys):
     (inputs / "truncated.nii.gz").write_bytes(gzip.compress(raw[: len(raw) // 2]))  # header fine, data cut
     (inputs / "whole.nii.gz").unlink()
     out = tmp_path / "out"
-    run("inferring", config_file=CONFIG, **_overrides(ckpt_dir, inputs, out))
+    with pytest.raises(SystemExit) as info:
+        run("inferring", config_file=CONFIG, **_overrides(ckpt_dir, inputs, out))
     log = capsys.readouterr().out
-    assert re.search(r"ERROR - skipping unreadable input 'broken.nii.gz' .*: \w+", log)
-    assert re.search(r"ERROR - skipping unreadable input 'truncated.nii.gz' .*: \w+", log)
+    assert re.search(r"ERROR - skipping input 'broken.nii.gz' .*: cannot read it: .*\(\w+\)", log)
+    assert re.search(r"ERROR - skipping input 'truncated.nii.gz' .*: cannot read it: .*\(\w+\)", log)
     assert re.search(r"case 1/1: good", log)
     assert sorted(p.name for p in out.iterdir()) == ["good_seg.nii.gz"]
+    assert re.match(r"inference: 2 of 3 inputs not segmented .*'broken.nii.gz'.*'truncated.nii.gz'", _refusal(info))
+
+
+def test_non_finite_input_is_refused_the_others_segmented(ckpt_dir, tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _write(inputs / "good.nii.gz", (20, 20, 10), np.eye(4))
+    image = np.random.default_rng(0).normal(size=(20, 20, 10)).astype(np.float32)
+    image[2:4, 2:4, 2:4] = np.nan  # 2 * 2 * 2 = 8 of 4000 voxels
+    nib.save(nib.Nifti1Image(image, np.eye(4)), str(inputs / "holes.nii.gz"))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as info:
+        run("inferring", config_file=CONFIG, **_overrides(ckpt_dir, inputs, out))
+    message = _refusal(info)
+    assert message.startswith("inference: 1 of 2 inputs not segmented (no output written for them): ")
+    assert f"'holes.nii.gz' ({inputs / 'holes.nii.gz'}): 8 non-finite voxels (8 NaN, 0 infinite) of 4000" in message
+    assert re.search(r"ERROR - skipping input 'holes.nii.gz' .*8 non-finite voxels", capsys.readouterr().out)
+    assert sorted(p.name for p in out.iterdir()) == ["good_seg.nii.gz"]  # and no empty segmentation of holes
+    # a run with only good inputs ends normally and says where the outputs are
+    (inputs / "holes.nii.gz").unlink()
+    run("inferring", config_file=CONFIG, **_overrides(ckpt_dir, inputs, out, overwrite=True))
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"inference: 1 of 1 inputs segmented, outputs in {out}"
 
 
 def _raised(error, match, fn, *args, **kwargs) -> None:
@@ -150,6 +179,28 @@ def test_bad_folders_and_flags_get_clear_errors(ckpt_dir, tmp_path):
     _raised(ValueError, r"maybe", run, "inferring", config_file=CONFIG,
             **_overrides(ckpt_dir, inputs, tmp_path / "o", save_probability="maybe"))
     assert not (inputs / "out").exists()
+
+
+def test_unusable_output_folder_is_refused_before_the_model_is_loaded(tmp_path, monkeypatch):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _write(inputs / "a.nii.gz", (8, 8, 8), np.eye(4))
+    no_model = str(tmp_path / "models")  # loading a model from here would fail: the checks come first
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("a file, not a folder")
+    for out in (blocker, blocker / "segmentations"):
+        message = rf"output folder '{re.escape(str(out))}' cannot be used: '{re.escape(str(blocker))}' is a file"
+        _raised(NotADirectoryError, message, run, "inferring", config_file=CONFIG, **_overrides(no_model, inputs, out))
+    assert blocker.read_text() == "a file, not a folder"
+    # a folder without write permission (root writes anyway, so the permission is simulated)
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != read_only and real_access(path, mode, **kw))
+    for out in (read_only, read_only / "segmentations"):
+        message = rf"output folder '{re.escape(str(out))}' cannot be used: no permission to write in '{re.escape(str(read_only))}'"
+        _raised(PermissionError, message, run, "inferring", config_file=CONFIG, **_overrides(no_model, inputs, out))
+    assert list(read_only.iterdir()) == []
 
 
 def test_datalist_order_ids_and_duplicates(tmp_path):

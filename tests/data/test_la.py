@@ -10,6 +10,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -79,6 +80,13 @@ def _load(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _nifti_files(out: Path) -> list[Path]:
     return sorted(out.glob("*/*.nii.gz"))
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("prepare_la_script", REPO / "scripts" / "prepare_la.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,9 +258,7 @@ def test_build_datalist_overlap_warning():
 
 def test_cli_script(h5_root, tmp_path):
     root, _ = h5_root
-    spec = importlib.util.spec_from_file_location("prepare_la_script", REPO / "scripts" / "prepare_la.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _load_script()
     args = ["--input_dir", str(root), "--output_dir", str(tmp_path / "cli")]
     datalist = module.main(args + ["--num_labeled", "3", "--num_validation", "2", "--overwrite", "False"])
     assert [len(datalist[k]) for k in ("labeled", "unlabeled", "validation", "test")] == [3, 7, 2, 1]
@@ -260,6 +266,85 @@ def test_cli_script(h5_root, tmp_path):
     defaults = module.parse_args(["--input_dir", str(root)])
     assert defaults.output_dir == "data/la" and defaults.num_labeled == 16 and defaults.num_validation == 8
     assert defaults.overwrite is False and defaults.seed == 0 and defaults.layout == "auto"
+
+
+def _break_case03_and_case05(root: Path, arrays) -> None:
+    """case03: not an h5 file; case05: 3 * 2 * 2 = 12 NaN voxels in its image."""
+    _h5_path(root, "case03").write_bytes(b"not an h5 file" * 10)
+    image = arrays["case05"][0].copy()
+    image[0:3, 0:2, 0:2] = np.nan
+    _write_h5(_h5_path(root, "case05"), image, arrays["case05"][1])
+
+
+def test_unreadable_and_non_finite_cases_are_refused_the_others_prepared(h5_root, tmp_path, caplog):
+    root, arrays = h5_root
+    _break_case03_and_case05(root, arrays)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="sasnet_components.data.la"):
+        with pytest.raises(ValueError) as info:
+            prepare_la(root, out, num_labeled=3, num_validation=2)
+    message = str(info.value)
+    corrupt = re.escape(str(_h5_path(root.resolve(), "case03")))
+    assert message.startswith("2 of 11 cases refused, datalist.json not written: ")
+    assert re.search(rf"case 'case03': cannot read '{corrupt}': .*signature.* \(OSError\)", message)
+    assert "case 'case05': image has 12 non-finite voxels (12 NaN, 0 infinite) of 2880" in message
+    assert "remove their ids from train.list / test.list" in message
+    # each refusal is also logged when it happens; the other 9 cases are prepared and recorded
+    logged = "\n".join(f"{r.levelname} {r.message}" for r in caplog.records)
+    assert re.search(r"ERROR case case05 \(train\) refused: case 'case05': image has 12 non-finite", logged)
+    others = sorted(set(IDS[:11]) - {"case03", "case05"})
+    assert sorted(json.loads((out / "manifest.json").read_text())["cases"]) == others
+    assert sorted(p.name[: -len(".nii.gz")] for p in _nifti_files(out) if p.parent.name.startswith("images")) == others
+    assert not (out / "datalist.json").exists()  # no protocol list silently short of a case
+
+    # once the sources are fixed, a re-run prepares only these two and writes the datalist
+    for case_id in ("case03", "case05"):
+        _write_h5(_h5_path(root, case_id), *arrays[case_id])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sasnet_components.data.la"):
+        datalist = prepare_la(root, out, num_labeled=3, num_validation=2)
+    assert "2 written, 9 skipped" in caplog.text
+    assert [len(datalist[k]) for k in ("labeled", "unlabeled", "validation", "test")] == [3, 7, 2, 1]
+
+
+def test_cli_ends_with_the_refused_cases_and_a_nonzero_exit(h5_root, tmp_path, capsys):
+    root, arrays = h5_root
+    _break_case03_and_case05(root, arrays)
+    script = _load_script()
+    with pytest.raises(SystemExit) as info:
+        script.main(["--input_dir", str(root), "--output_dir", str(tmp_path / "out"), "--num_labeled", "3"])
+    assert info.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(r"prepare_la.py: error: 2 of 11 cases refused, datalist.json not written: .*case03.*case05", last)
+    # a mistake in the arguments ends the same way, without a traceback
+    with pytest.raises(SystemExit) as info:
+        script.main(["--input_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "out")])
+    assert info.value.code == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert re.match(r"prepare_la.py: error: `input_dir` '.*nowhere' does not exist", last)
+
+
+def test_a_datalist_not_written_by_prepare_la_is_refused(h5_root, tmp_path):
+    root, _ = h5_root
+    out = tmp_path / "out"
+    out.mkdir()
+    datalist_path = out / "datalist.json"
+    datalist_path.write_text('{"mine": true}\n')
+    refusal = rf"'{re.escape(str(datalist_path))}' exists and was not written by prepare_la.*--overwrite"
+    with pytest.raises(FileExistsError, match=refusal):
+        prepare_la(root, out, num_labeled=3, num_validation=2)
+    assert datalist_path.read_text() == '{"mine": true}\n'
+    assert not (out / "imagesTr").exists()  # refused before any case is written
+    prepare_la(root, out, num_labeled=3, num_validation=2, overwrite=True)
+    assert json.loads(datalist_path.read_text())["num_labeled"] == 3
+    # its own datalist (SHA-256 in the manifest) is replaced without --overwrite ...
+    prepare_la(root, out, num_labeled=5, num_validation=2)
+    assert json.loads(datalist_path.read_text())["num_labeled"] == 5
+    # ... but not once someone has edited it
+    datalist_path.write_text(datalist_path.read_text().replace('"num_labeled": 5', '"num_labeled": 4'))
+    with pytest.raises(FileExistsError, match="exists and was not written by prepare_la"):
+        prepare_la(root, out, num_labeled=3, num_validation=2)
+    assert json.loads(datalist_path.read_text())["num_labeled"] == 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -414,3 +499,16 @@ def test_raw_layout_shape_mismatch(tmp_path):
 def test_detect_layout_prefers_h5(h5_root):
     root, _ = h5_root
     assert detect_layout(root) == "h5"
+
+
+def test_raw_case_with_non_finite_voxels_is_refused(tmp_path):
+    root = tmp_path / "raw"
+    _write_raw_case(root / "r0", 0)
+    raw = _write_raw_case(root / "r1", 1).astype(np.float32)
+    raw[0, 0, 0:2] = np.nan
+    raw[1, 0, 0] = -np.inf  # 2 NaN + 1 infinite
+    nrrd.write(str(root / "r1" / "lgemri.nrrd"), raw)
+    message = r"1 of 2 cases refused.*case 'r1': image has 3 non-finite voxels \(2 NaN, 1 infinite\)"
+    with pytest.raises(ValueError, match=message):
+        prepare_la(root, tmp_path / "out", num_labeled=1, num_validation=0)
+    assert (tmp_path / "out" / "imagesTr" / "r0.nii.gz").is_file()
