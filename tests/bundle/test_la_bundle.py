@@ -5,13 +5,17 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, run
 
+from sasnet_components import DualBranchVNet
 from sasnet_components.data import make_synthetic_la
 from sasnet_components.data.la import prepare_la
 
@@ -204,6 +208,48 @@ def test_settings_are_checked_before_any_data_is_read(tmp_path, extra, match):
     with pytest.raises(Exception) as info:
         workflow.initialize()
     assert any(re.search(match, m) for m in _messages(info.value)), _messages(info.value)
+
+
+def _copy_with(dataset_dir: str, tmp_path: Path, case: str, damage) -> str:
+    """A copy of the prepared dataset whose image of `case` is changed by `damage(path)`."""
+    copy = tmp_path / "prepared"
+    shutil.copytree(dataset_dir, copy)
+    damage(copy / "imagesTr" / f"{case}.nii.gz")
+    return str(copy)
+
+
+def _with_nan_block(path: Path) -> None:
+    image = nib.load(str(path))
+    data = np.asarray(image.dataobj, dtype=np.float32).copy()
+    data[:2, :3, :4] = np.nan  # 24 voxels
+    nib.save(nib.Nifti1Image(data, image.affine), str(path))
+
+
+def _truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the header reads, the voxels end early
+
+
+def test_training_refuses_a_non_finite_image_naming_the_case(dataset_dir, tmp_path):
+    broken = _copy_with(dataset_dir, tmp_path, "SYN001", _with_nan_block)  # a labeled case
+    with pytest.raises(Exception) as info:
+        run("training", config_file=TRAIN, **_overrides(broken, tmp_path))
+    expected = f"case 'SYN001': image '{broken}/imagesTr/SYN001.nii.gz' has 24 non-finite voxels (24 NaN, 0 infinite)"
+    assert any(m.startswith(expected) for m in _messages(info.value)), _messages(info.value)
+
+
+def test_evaluation_names_a_truncated_file(dataset_dir, tmp_path):
+    broken = _copy_with(dataset_dir, tmp_path, "SYN006", _truncated)  # a validation case
+    (tmp_path / "models").mkdir()
+    torch.save(DualBranchVNet(n_filters=2).state_dict(), tmp_path / "models" / "model.pt")
+    with pytest.raises(Exception) as info:
+        run(
+            "evaluating",
+            config_file=[TRAIN, EVALUATE],
+            **_overrides(broken, tmp_path, eval_roi_size=[32, 32, 16], eval_stride=[16, 16, 8]),
+        )
+    expected = f"case 'SYN006': cannot read image '{broken}/imagesTr/SYN006.nii.gz': "
+    assert any(m.startswith(expected) and m.endswith("(EOFError)") for m in _messages(info.value)), _messages(info.value)
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,7 @@ def test_h5_datalist_counts_order_and_content(h5_root, tmp_path):
             np.testing.assert_allclose(label_affine, affine)
     assert len(_nifti_files(out)) == 2 * 11
     # no temporary file left behind
-    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+    assert not list(out.rglob(".sasnet-tmp.*"))  # no temporary file left
 
 
 def test_h5_rerun_skips_complete_cases(h5_root, tmp_path, caplog):
