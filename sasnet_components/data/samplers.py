@@ -24,8 +24,16 @@ class TwoStreamBatchSampler(Sampler[List[int]]):
     successive random permutations, as many as needed, continuing across epochs. Each batch lists
     its labeled indices first. This is the sampler of the SASNet reference code, made
     reproducible: the batches of epoch ``e`` are a function of ``(seed, e)`` only, so a resumed
-    run that calls :meth:`set_epoch` sees the same batches as an uninterrupted one. Each
-    iteration over the sampler advances the epoch by one.
+    run that calls :meth:`set_epoch` (with the batches of the epoch already done, when it resumes
+    inside an epoch) sees the same batches as an uninterrupted one. Each iteration over the
+    sampler advances the epoch by one.
+
+    With ``sample_seeds=True`` every entry of a batch is a pair ``(index, seed)``: the seed (in
+    ``[0, 2**32)``) is a function of ``(seed, epoch, batch, position in the batch)`` and is meant
+    for :class:`SeededDataset`, which seeds the random transforms of the item with it. The
+    sampler's seed round-trips through :meth:`state_dict` / :meth:`load_state_dict`, so put the
+    sampler in a checkpoint's ``save_dict``; its position comes from the trainer's iteration
+    (``SemiSupervisedTrainer`` calls :meth:`set_epoch` when an epoch starts).
 
     Args:
         labeled_indices: dataset indices of labeled samples.
@@ -95,7 +103,7 @@ class TwoStreamBatchSampler(Sampler[List[int]]):
         self.epoch, self.start = int(epoch), int(start)
 
     def state_dict(self) -> Dict[str, int]:
-        """The seed and the sizes that define the batches (tensors, numbers only: ``weights_only`` safe)."""
+        """The seed and the sizes that define the batches (numbers only: loadable with ``weights_only``)."""
         return {
             "seed": self.seed,
             "num_labeled": len(self.labeled),
