@@ -59,7 +59,7 @@ def export(
     if app_dir is not None:
         print(
             f"serve it: PYTHONPATH={Path(__file__).resolve().parents[1]} monailabel start_server --app {app_dir} "
-            f"--studies <images folder> --conf models {name} --conf zoo_source ngc --conf sam2 false"
+            f"--studies <images folder> --conf models {name} --conf zoo_source ngc --conf sam2 false --host 127.0.0.1 --port 8000"
         )
 
 
