@@ -4,13 +4,15 @@ The exported folder is what MONAI Label expects under ``<app>/model/<name>``: ``
 ``configs/inference.yaml`` (MONAI transforms only), ``configs/train.yaml`` (semi-supervised training
 on the datastore, needs this package), ``models/model.ts`` and no ``models/model.pt`` (MONAI Label
 instantiates ``network_def`` whenever ``model.pt`` exists, which would need this package for
-inference too). The app's ``main.py`` checks every MONAI
+inference too). Each export holds ``sasnet_export.json``, the list of files it wrote, so that a
+later export replaces only an unchanged earlier one. The app's ``main.py`` checks every MONAI
 Label request before ``monai.bundle`` reads it (:data:`REQUEST_GUARD`,
 :func:`check_monailabel_overrides`). See ``bundles/la/docs/monailabel.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,7 +20,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, NoReturn, Optional, Union
+from typing import Any, Dict, List, Mapping, NoReturn, Optional, Union
 
 import torch
 from monai.bundle import ConfigParser
@@ -28,6 +30,7 @@ from .bundle import check_config_keys
 from .io import current_umask
 
 __all__ = [
+    "EXPORT_MARKER",
     "MONAILABEL_INFERENCE_KEYS",
     "MONAILABEL_OVERRIDES",
     "MONAILABEL_RUN_IDS",
@@ -51,6 +54,10 @@ MONAILABEL_INFERENCE_KEYS = {
     "inference_mode": "inference_mode",
     "sw_batch_size": "inference_sw_batch_size",
 }
+
+# the file in every exported bundle folder that lists what the export wrote (relative path -> sha256)
+EXPORT_MARKER = "sasnet_export.json"
+_WRITTEN_BY = "sasnet_components.utils.export_monailabel_bundle (scripts/export_monailabel.py)"
 
 # the overrides MONAI Label 0.8.5's BundleTrainTask passes to monai.bundle -> what sets them (for messages)
 MONAILABEL_OVERRIDES = {
@@ -296,6 +303,73 @@ def check_monailabel_overrides(overrides: Mapping[str, Any], bundle_dir: PathLik
             _check_datalist(value, key)
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _folder_digests(folder: Path) -> Dict[str, Optional[str]]:
+    """The sha256 of each regular file below `folder`, by relative POSIX path.
+
+    A link, another non-file and an empty folder (``"name/"``), none of which an export writes, map to None.
+    """
+    found: Dict[str, Optional[str]] = {}
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        if here != folder and not dirs and not files:
+            found[here.relative_to(folder).as_posix() + "/"] = None
+        for name in dirs + files:
+            path = here / name
+            rel = path.relative_to(folder).as_posix()
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                found[rel] = None
+            elif path.is_file():
+                found[rel] = _sha256(path)
+    return dict(sorted(found.items()))
+
+
+def _why_not_an_export(folder: Path) -> Optional[str]:
+    """None when `folder` holds an earlier export and nothing else, unchanged; otherwise the reason."""
+    if folder.is_symlink() or not folder.is_dir():
+        return "it is not a folder"
+    try:
+        marker = json.loads((folder / EXPORT_MARKER).read_text())
+    except (OSError, ValueError):
+        return f"it has no readable {EXPORT_MARKER}, which every export writes"
+    listed = marker.get("files") if isinstance(marker, dict) and marker.get("written_by") == _WRITTEN_BY else None
+    if not isinstance(listed, dict):
+        return f"its {EXPORT_MARKER} was not written by {_WRITTEN_BY}"
+    found = _folder_digests(folder)
+    found.pop(EXPORT_MARKER, None)
+    foreign: List[str] = sorted(p for p in found if p not in listed)
+    if foreign:
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        return f"it holds files the export did not write: {foreign[:5]}{more}"
+    changed = sorted(p for p, digest in found.items() if digest != listed[p])
+    if changed:
+        return f"files changed since the export: {changed}"
+    return None
+
+
+def _check_output_dir(out: Path, overwrite: bool) -> None:
+    """Raise unless writing `out` loses nothing: it is missing, empty, or an unchanged earlier export and `overwrite`."""
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    reason = _why_not_an_export(out)
+    if reason is not None:
+        raise FileExistsError(
+            f"output_dir {str(out)!r} is not replaced and nothing in it is touched: {reason}. Only an unchanged "
+            f"earlier export (every file listed in its {EXPORT_MARKER}) can be replaced; choose another output_dir."
+        )
+    if not overwrite:
+        raise FileExistsError(
+            f"output_dir {str(out)!r} holds an earlier export; pass overwrite=True (--overwrite) to replace it."
+        )
+
+
 def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
@@ -332,20 +406,26 @@ def export_monailabel_bundle(
     applied (e.g. ``{"network_def#n_filters": 4}``), loads `checkpoint` into ``network_def``,
     scripts it in eval mode (output: the mean probability of the two decoders, `(B, C, *spatial)`)
     and checks the TorchScript output against the eager one. Writes into a temporary folder next
-    to `output_dir`, which then replaces `output_dir` in one rename:
+    to `output_dir`, which then replaces `output_dir` in one rename. An existing `output_dir` must be
+    empty, or, with `overwrite`, an earlier export that holds nothing else and is unchanged (checked
+    against its :data:`EXPORT_MARKER` before the export starts and again just before the rename);
+    anything else (a user's folder, MONAI Label's training results in ``models/model.pt`` and
+    ``runs/``, an edited config) is refused and left as it is. Writes:
 
     - ``configs/metadata.json``, ``configs/logging.conf``, ``LICENSE``: copied;
     - ``configs/inference.yaml``: ``configs/monailabel/inference.yaml`` with the bundle's values
       (:data:`MONAILABEL_INFERENCE_KEYS`, ``network_def``);
     - ``configs/train.yaml``: ``configs/train.yaml`` + ``configs/monailabel/train.yaml`` + `override`;
     - ``models/model.ts`` (metadata and inference config embedded), no ``models/model.pt``;
-    - ``docs/README.md``: ``docs/monailabel.md``.
+    - ``docs/README.md``: ``docs/monailabel.md``;
+    - :data:`EXPORT_MARKER`: what wrote the folder, from which bundle and checkpoint, and the sha256
+      of every file above.
 
     Args:
         bundle_dir: the SASNet bundle (``bundles/la``).
         checkpoint: network weights (``models/model.pt``) or a training checkpoint with a ``"model"`` entry.
         output_dir: the folder to write, e.g. ``<app>/model/sasnet_la``; never inside `bundle_dir`.
-        overwrite: replace an existing non-empty `output_dir`.
+        overwrite: replace an existing `output_dir` that holds an unchanged earlier export.
         atol: largest accepted difference between TorchScript and eager outputs.
         override: config overrides for both configs, ``{"id#sub_id": value}``.
 
@@ -354,7 +434,8 @@ def export_monailabel_bundle(
 
     Raises:
         FileNotFoundError: a missing checkpoint or bundle config.
-        FileExistsError: `output_dir` is not empty and `overwrite` is False.
+        FileExistsError: `output_dir` is not empty and is not an unchanged earlier export (names the reason),
+            or is one and `overwrite` is False.
         ValueError: `output_dir` inside `bundle_dir` (or containing it or the checkpoint).
         KeyError: an override key that the bundle does not define.
         RuntimeError: checkpoint and ``network_def`` do not match, or the TorchScript output differs.
@@ -371,8 +452,7 @@ def export_monailabel_bundle(
             f"output_dir {str(out)!r} must be outside the bundle {str(bundle)!r} and must not contain the checkpoint "
             f"{str(ckpt)!r}: the export never writes over its inputs."
         )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise FileExistsError(f"output_dir {str(out)!r} exists and is not empty; pass overwrite=True (--overwrite) to replace it.")
+    _check_output_dir(out, overwrite)
 
     parser = ConfigParser(ConfigParser.load_config_files([str(configs / "train.yaml"), str(configs / "inference.yaml")]))
     for key, value in override.items():
@@ -406,13 +486,13 @@ def export_monailabel_bundle(
     try:
         (tmp / "configs").mkdir()
         (tmp / "models").mkdir()
-        (tmp / "docs").mkdir()
         shutil.copy2(configs / "metadata.json", tmp / "configs" / "metadata.json")
         if (configs / "logging.conf").is_file():
             shutil.copy2(configs / "logging.conf", tmp / "configs" / "logging.conf")
         if (bundle / "LICENSE").is_file():
             shutil.copy2(bundle / "LICENSE", tmp / "LICENSE")
         if (bundle / "docs" / "monailabel.md").is_file():
+            (tmp / "docs").mkdir()
             shutil.copy2(bundle / "docs" / "monailabel.md", tmp / "docs" / "README.md")
         for name, content, sources in (
             ("inference.yaml", infer_cfg, "configs/monailabel/inference.yaml"),
@@ -429,7 +509,11 @@ def export_monailabel_bundle(
             meta_values=metadata,
             more_extra_files={"inference.json": json.dumps(infer_cfg).encode()},
         )
+        marker = {"written_by": _WRITTEN_BY, "bundle": str(bundle), "version": metadata.get("version"), "checkpoint": str(ckpt)}
+        marker["files"] = _folder_digests(tmp)
+        (tmp / EXPORT_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         os.chmod(tmp, 0o777 & ~current_umask())
+        _check_output_dir(out, overwrite)  # again: the folder may have changed during the export
         old = None
         if out.exists():
             old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))

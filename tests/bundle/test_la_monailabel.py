@@ -1,6 +1,6 @@
 """The LA bundle in MONAI Label: export, BundleInferTask without sasnet_components, a server answering
 /infer, the app's trainer training on the datastore's labeled and unlabeled images, the app refusing
-request values that monai.bundle would run as code.
+request values that monai.bundle would run as code, and the export never replacing a user's folder.
 
 monailabel is installed as ``scripts/install.sh test`` does it (no torchvision); the app is made
 from MONAI Label's own sample ``monaibundle`` app. A tiny random network (n_filters 4) on small
@@ -28,7 +28,7 @@ from monai.bundle import run
 
 from sasnet_components import SARFusion
 from sasnet_components.utils import TORCHVISION_GUARD, export_monailabel_bundle, prepare_monailabel_app
-from sasnet_components.utils.monailabel import REQUEST_GUARD
+from sasnet_components.utils.monailabel import EXPORT_MARKER, REQUEST_GUARD
 from tests.bundle.test_la_export import _trained_like_network
 from tests.bundle.test_la_inference import _rotated_affine
 
@@ -90,6 +90,7 @@ def test_exported_bundle_layout(app):
     train = yaml.safe_load((bundle / "configs" / "train.yaml").read_text())
     assert train["network_def"]["n_filters"] == 4 and train["inference_spacing"] == [1.5, 1.5, 1.5]
     assert train["train"]["dataset"] == {"data": []} and train["validate"]["dataset"]["data"] == []
+    assert (bundle / EXPORT_MARKER).is_file()
     assert not list((bundle / "configs").glob("multi_gpu*"))  # so MONAI Label's torchrun route never runs it
     # the app's main.py is MONAI Label's sample monaibundle app between the torchvision and the request guard
     main = (app["app"] / "main.py").read_text()
@@ -338,6 +339,36 @@ def test_app_inferer_refuses_a_device_that_runs_code(app, app_main, tmp_path):
     assert not marker.exists()
 
 
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_export_script_never_replaces_a_users_folder(app, tmp_path):
+    script = str(REPO / "scripts" / "export_monailabel.py")
+    user = tmp_path / "thesis"
+    (user / "sub").mkdir(parents=True)
+    (user / "thesis.txt").write_text("three years of work\n")
+    (user / "sub" / "data.csv").write_text("case,dice\n1,0.91\n")
+    own_bundle = tmp_path / "app" / "model" / NAME  # an app of this export whose bundle folder the user replaced
+    shutil.copytree(app["app"], tmp_path / "app", ignore=shutil.ignore_patterns("model"))
+    (own_bundle / "configs").mkdir(parents=True)
+    (own_bundle / "configs" / "train.yaml").write_text("my own training\n")
+    before = {"user": _snapshot(user), "app": _snapshot(tmp_path / "app")}
+    for target, reason in (
+        (["--output_dir", str(user)], f"output_dir '{user}' is not replaced and nothing in it is touched: it has no readable"),
+        (["--app_dir", str(user)], f"app_dir '{user}' is not empty and has no main.py; choose a new folder."),
+        (["--app_dir", str(tmp_path / "app")], f"output_dir '{own_bundle}' is not replaced and nothing in it is touched"),
+    ):
+        done = subprocess.run(
+            [sys.executable, script, "--checkpoint", str(app["ckpt"]), *target, "--overwrite", "true", "--network_def#n_filters", "4"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 2, done.stderr[-3000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"export_monailabel.py: error: {reason}"), last
+    assert {"user": _snapshot(user), "app": _snapshot(tmp_path / "app")} == before
+
+
 def test_export_script_command_line(app, tmp_path):
     script = str(REPO / "scripts" / "export_monailabel.py")
     out = tmp_path / "exported"
@@ -353,4 +384,4 @@ def test_export_script_command_line(app, tmp_path):
         [sys.executable, script, "--checkpoint", str(app["ckpt"]), "--output_dir", str(out), "--app_dir", str(tmp_path / "a")],
         capture_output=True, text=True, timeout=300,
     )
-    assert both.returncode != 0 and "exactly one of --app_dir and --output_dir" in both.stderr
+    assert both.returncode == 2 and "exactly one of --app_dir and --output_dir" in both.stderr.strip().splitlines()[-1]

@@ -1,8 +1,11 @@
-"""MONAI Label export helpers: TorchScript weights into an eager network, bad export requests, the app
-folder, and the check of MONAI Label's training overrides."""
+"""MONAI Label export helpers: TorchScript weights into an eager network, bad export requests, what an
+overwrite may replace, the app folder, and the check of MONAI Label's training overrides."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import yaml
 
 from sasnet_components import DualBranchVNet
 from sasnet_components.utils import TORCHVISION_GUARD, export_monailabel_bundle, load_torchscript_weights, prepare_monailabel_app
-from sasnet_components.utils.monailabel import REQUEST_GUARD, check_monailabel_overrides
+from sasnet_components.utils.monailabel import EXPORT_MARKER, REQUEST_GUARD, check_monailabel_overrides
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "la"
 SMALL = {"network_def#n_filters": 2}
@@ -58,16 +61,97 @@ def checkpoint(tmp_path) -> Path:
     return path
 
 
-def test_export_replaces_only_on_request(checkpoint, tmp_path):
+def _snapshot(folder: Path) -> dict:
+    """Relative path -> bytes (files) or link target (links) of everything below `folder`."""
+    return {
+        p.relative_to(folder).as_posix(): os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def test_export_marker_lists_every_file_it_wrote(checkpoint, tmp_path):
+    out = export_monailabel_bundle(BUNDLE, checkpoint, tmp_path / "sasnet_la", **SMALL)
+    marker = json.loads((out / EXPORT_MARKER).read_text())
+    assert marker["written_by"].startswith("sasnet_components.utils.export_monailabel_bundle")
+    assert marker["checkpoint"] == str(checkpoint) and marker["bundle"] == str(BUNDLE)
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != EXPORT_MARKER)
+    assert sorted(marker["files"]) == written
+    assert "models/model.ts" in written and "configs/train.yaml" in written
+    for name, digest in marker["files"].items():
+        assert digest == hashlib.sha256((out / name).read_bytes()).hexdigest()
+
+
+def test_overwrite_replaces_an_earlier_export_only_on_request(checkpoint, tmp_path):
     out = tmp_path / "app" / "model" / "sasnet_la"
     export_monailabel_bundle(BUNDLE, checkpoint, out, **SMALL)
-    (out / "stale.txt").write_text("from an earlier export")
-    with pytest.raises(FileExistsError, match="overwrite"):
+    first = (out / "models" / "model.ts").read_bytes()
+    torch.manual_seed(1)
+    torch.save({"model": DualBranchVNet(n_filters=2).state_dict()}, checkpoint)  # other weights, same path
+    with pytest.raises(FileExistsError, match="holds an earlier export; pass overwrite=True"):
         export_monailabel_bundle(BUNDLE, checkpoint, out, **SMALL)
-    assert (out / "stale.txt").exists()
+    assert (out / "models" / "model.ts").read_bytes() == first
     export_monailabel_bundle(BUNDLE, checkpoint, out, overwrite=True, **SMALL)
-    assert not (out / "stale.txt").exists() and (out / "models" / "model.ts").is_file()
+    assert (out / "models" / "model.ts").read_bytes() != first
+    marker = json.loads((out / EXPORT_MARKER).read_text())
+    assert marker["files"]["models/model.ts"] == hashlib.sha256((out / "models" / "model.ts").read_bytes()).hexdigest()
     assert sorted(p.name for p in out.parent.iterdir()) == ["sasnet_la"]  # no temporary folders left
+
+
+def test_overwrite_refuses_a_users_folder(checkpoint, tmp_path):
+    user = tmp_path / "thesis"
+    (user / "sub").mkdir(parents=True)
+    (user / "thesis.txt").write_text("three years of work\n")
+    (user / "sub" / "data.csv").write_text("case,dice\n1,0.91\n")
+    before = _snapshot(user)
+    for overwrite in (False, True):
+        with pytest.raises(FileExistsError, match=rf"{re.escape(str(user))}.* is not replaced .*no readable {EXPORT_MARKER}"):
+            export_monailabel_bundle(BUNDLE, checkpoint, user, overwrite=overwrite, **SMALL)
+    assert _snapshot(user) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "thesis"]  # no temporary folders left
+
+
+def _add_file(folder: Path, name: str) -> None:
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("the user's")
+
+
+def _edit_config(folder: Path, name: str) -> None:
+    with open(folder / name, "a") as f:
+        f.write("# tuned by hand\n")
+
+
+@pytest.mark.parametrize(
+    "change, name, reason",
+    [
+        (_add_file, "notes.txt", r"holds files the export did not write: \['notes.txt'\]"),
+        (_add_file, "models/model.pt", r"did not write: \['models/model.pt'\]"),  # what MONAI Label's training writes
+        (_add_file, "runs/checkpoints/checkpoint_final.pt", r"did not write: \['runs/checkpoints/checkpoint_final.pt'\]"),
+        (_edit_config, "configs/train.yaml", r"files changed since the export: \['configs/train.yaml'\]"),
+        (lambda folder, name: (folder / name).symlink_to("/"), "root", r"did not write: \['root'\]"),
+    ],
+)
+def test_overwrite_refuses_an_export_with_other_or_changed_files(checkpoint, tmp_path, change, name, reason):
+    out = export_monailabel_bundle(BUNDLE, checkpoint, tmp_path / "sasnet_la", **SMALL)
+    change(out, name)
+    before = _snapshot(out)
+    with pytest.raises(FileExistsError, match=reason):
+        export_monailabel_bundle(BUNDLE, checkpoint, out, overwrite=True, **SMALL)
+    assert _snapshot(out) == before
+
+
+def test_overwrite_refuses_a_copied_marker_next_to_user_files(checkpoint, tmp_path):
+    out = export_monailabel_bundle(BUNDLE, checkpoint, tmp_path / "sasnet_la", **SMALL)
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / EXPORT_MARKER).write_bytes((out / EXPORT_MARKER).read_bytes())
+    (user / "thesis.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"did not write: \['thesis.txt'\]"):
+        export_monailabel_bundle(BUNDLE, checkpoint, user, overwrite=True, **SMALL)
+    (user / "thesis.txt").unlink()  # a marker alone, with the files it lists missing, is what is left of an export
+    (user / EXPORT_MARKER).write_text(json.dumps({"written_by": "someone else", "files": {}}))
+    with pytest.raises(FileExistsError, match="was not written by sasnet_components"):
+        export_monailabel_bundle(BUNDLE, checkpoint, user, overwrite=True, **SMALL)
+    assert sorted(p.name for p in user.iterdir()) == [EXPORT_MARKER]
 
 
 def test_export_refuses_bad_requests(checkpoint, tmp_path):
