@@ -4,8 +4,10 @@ Writes ``<app_dir>/model/<name>`` (and creates the app from MONAI Label's sample
 app when ``<app_dir>`` has no ``main.py``), or only the bundle folder with ``--output_dir``:
 ``models/model.ts`` (no ``model.pt``), ``configs/inference.yaml`` (MONAI transforms only),
 ``configs/train.yaml`` (semi-supervised training on the datastore; needs sasnet_components),
-``configs/metadata.json``, ``docs/README.md``. Settings of the bundle the checkpoint was trained
-with are passed as bundle overrides. See bundles/la/docs/monailabel.md.
+``configs/metadata.json``, ``docs/README.md``, ``sasnet_export.json`` (the files it wrote). Settings
+of the bundle the checkpoint was trained with are passed as bundle overrides. ``--overwrite true``
+replaces only an unchanged earlier export; any other folder is refused and left as it is. A refused
+request ends with its reason as the last line and exit status 2. See bundles/la/docs/monailabel.md.
 
 Usage:
     python scripts/export_monailabel.py --checkpoint bundles/la/models/model.pt --app_dir apps/sasnet
@@ -15,6 +17,7 @@ Usage:
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,7 +46,7 @@ def export(
         output_dir: the bundle folder to write instead (exactly one of app_dir, output_dir).
         name: the bundle's name in the app (it must not contain deepedit, deepgrow, detection or classification).
         bundle_dir: the SASNet bundle whose configs are exported.
-        overwrite: replace an existing exported bundle folder.
+        overwrite: replace an earlier export of this script (unchanged, with nothing else in its folder).
         sample_app: MONAI Label's sample monaibundle app folder (default: the installed one).
         override: bundle config overrides, e.g. --network_def#n_filters 4.
     """
@@ -59,9 +62,13 @@ def export(
     if app_dir is not None:
         print(
             f"serve it: PYTHONPATH={Path(__file__).resolve().parents[1]} monailabel start_server --app {app_dir} "
-            f"--studies <images folder> --conf models {name} --conf zoo_source ngc --conf sam2 false"
+            f"--studies <images folder> --conf models {name} --conf zoo_source ngc --conf sam2 false --host 127.0.0.1 --port 8000"
         )
 
 
 if __name__ == "__main__":
-    fire.Fire(export)
+    try:
+        fire.Fire(export)
+    except (FileExistsError, FileNotFoundError, KeyError, ValueError) as e:  # the caller's mistake, not a bug
+        print(f"export_monailabel.py: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,5 +1,6 @@
 """The LA bundle in MONAI Label: export, BundleInferTask without sasnet_components, a server answering
-/infer, and BundleTrainTask training on the datastore's labeled and unlabeled images.
+/infer, the app's trainer training on the datastore's labeled and unlabeled images, the app refusing
+request values that monai.bundle would run as code, and the export never replacing a user's folder.
 
 monailabel is installed as ``scripts/install.sh test`` does it (no torchvision); the app is made
 from MONAI Label's own sample ``monaibundle`` app. A tiny random network (n_filters 4) on small
@@ -27,6 +28,7 @@ from monai.bundle import run
 
 from sasnet_components import SARFusion
 from sasnet_components.utils import TORCHVISION_GUARD, export_monailabel_bundle, prepare_monailabel_app
+from sasnet_components.utils.monailabel import EXPORT_MARKER, REQUEST_GUARD
 from tests.bundle.test_la_export import _trained_like_network
 from tests.bundle.test_la_inference import _rotated_affine
 
@@ -88,9 +90,12 @@ def test_exported_bundle_layout(app):
     train = yaml.safe_load((bundle / "configs" / "train.yaml").read_text())
     assert train["network_def"]["n_filters"] == 4 and train["inference_spacing"] == [1.5, 1.5, 1.5]
     assert train["train"]["dataset"] == {"data": []} and train["validate"]["dataset"]["data"] == []
-    # the app's main.py is MONAI Label's sample monaibundle app behind the torchvision guard
+    assert (bundle / EXPORT_MARKER).is_file()
+    assert not list((bundle / "configs").glob("multi_gpu*"))  # so MONAI Label's torchrun route never runs it
+    # the app's main.py is MONAI Label's sample monaibundle app between the torchvision and the request guard
     main = (app["app"] / "main.py").read_text()
     assert main.startswith(TORCHVISION_GUARD) and "class MyApp(MONAILabelApp)" in main
+    assert main.index("class MyApp(MONAILabelApp)") < main.index(REQUEST_GUARD) < main.index('if __name__ == "__main__":')
 
 
 def test_torchscript_matches_checkpoint(app):
@@ -202,10 +207,17 @@ def test_server_answers_infer(app, tmp_path):
         log.close()
 
 
-def test_bundle_train_task_trains_on_labeled_and_unlabeled_images(app, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def app_main(app):
+    """The app's main.py, loaded as MONAI Label loads it; its MyApp builds main.BundleTrainTask / BundleInferTask."""
     exec(compile(TORCHVISION_GUARD, "torchvision_guard", "exec"), {})
+    from monailabel.utils.others.class_utils import module_from_file
+
+    return module_from_file("main", str(app["app"] / "main.py"))
+
+
+def test_app_trainer_trains_on_labeled_and_unlabeled_images(app, app_main, tmp_path, monkeypatch):
     from monailabel.datastore.local import LocalDatastore
-    from monailabel.tasks.train.bundle import BundleTrainTask
 
     batches = []  # (case id, labeled) of every sample the trainer fused
     fuse = SARFusion.fuse
@@ -219,7 +231,8 @@ def test_bundle_train_task_trains_on_labeled_and_unlabeled_images(app, tmp_path,
     shutil.copytree(app["bundle"], bundle)
     datastore = LocalDatastore(str(app["studies"]), extensions=["*.nii.gz"], auto_reload=False)
     assert len(datastore.datalist()) == 2  # MONAI Label passes only these
-    task = BundleTrainTask(str(bundle), {})
+    task = app_main.BundleTrainTask(str(bundle), {})  # what the app's MyApp.init_trainers builds
+    assert type(task).__name__ == "SASNetBundleTrainTask"
     task({"model": NAME, "max_epochs": 2, "val_split": 0, "device": "cpu"}, datastore)
 
     # 2 epochs x 2 iterations (one pass over the 2 labeled images), each batch 1 labeled + 1 unlabeled
@@ -229,6 +242,131 @@ def test_bundle_train_task_trains_on_labeled_and_unlabeled_images(app, tmp_path,
     assert (bundle / "models" / "model.pt").is_file()  # what MONAI Label serves next
     state = torch.load(bundle / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
     assert state["trainer"]["iteration"] == 4
+
+
+def _code(marker: Path, result: str = "1") -> str:
+    """A request value that, evaluated by monai.bundle, creates `marker`."""
+    return f"$__import__('pathlib').Path({str(marker)!r}).touch() or {result}"
+
+
+def test_server_train_route_refuses_a_max_epochs_that_runs_code(app, tmp_path):
+    """The command MONAI Label's server runs for POST /train/<model> (monailabel.utils.async_tasks.utils)."""
+    app_dir = prepare_monailabel_app(tmp_path / "app")
+    shutil.copytree(app["bundle"], app_dir / "model" / NAME)
+    marker = tmp_path / "marker"
+    request = {"model": NAME, "max_epochs": _code(marker), "val_split": 0, "device": "cpu"}
+    conf = {"models": NAME, "zoo_source": "ngc", "sam2": "false"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MONAI_LABEL_APP_CONF": json.dumps(conf)}
+    env["MONAI_LABEL_DATASTORE_AUTO_RELOAD"] = "false"  # as the server sets it for training
+    done = subprocess.run(
+        [sys.executable, "-m", "monailabel.interfaces.utils.app", "-a", str(app_dir), "-s", str(app["studies"]),
+         "-m", "train", "-r", json.dumps(request)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=str(tmp_path),
+    )
+    assert done.returncode != 0 and not marker.exists()
+    assert "TypeError: MONAI Label training request refused: the request's max_epochs (train#trainer#max_epochs) must be " \
+        "an int >= 1" in done.stderr, done.stderr[-3000:]
+    assert not (app_dir / "model" / NAME / "models" / "model.pt").exists()  # nothing was trained
+
+
+class _Datastore:
+    """What BundleTrainTask reads from a datastore: the labeled image/label pairs."""
+
+    def __init__(self, items: list):
+        self.items = items
+
+    def datalist(self) -> list:
+        return self.items
+
+
+def _pairs(studies: Path) -> list:
+    labels = studies / "labels" / "final"
+    return [{"image": str(studies / f"case{i}.nii.gz"), "label": str(labels / f"case{i}.nii.gz")} for i in (0, 1)]
+
+
+@pytest.mark.parametrize(
+    "request_changes, image, error, message",
+    [
+        ({"max_epochs": "CODE"}, None, TypeError, r"the request's max_epochs \(train#trainer#max_epochs\) must be an int >= 1"),
+        ({"max_epochs": True}, None, TypeError, r"max_epochs \(train#trainer#max_epochs\) must be an int >= 1, got True"),
+        ({"max_epochs": -1}, None, ValueError, r"max_epochs \(train#trainer#max_epochs\) must be an int >= 1, got -1"),
+        ({"device": "CODE"}, None, ValueError, r"the request's device \(device\) must be a torch device name"),
+        ({}, "CODE", ValueError, r"the datastore's labeled images \(train#dataset#data\[1\]\['image'\]\) must be a plain path"),
+        ({"val_split": 0.5}, "CODE", ValueError, r"\(validate#dataset#data\[0\]\['image'\]\) must be a plain path"),
+        ({"tracking": "mlflow", "tracking_uri": "CODE"}, None, KeyError, r"no override \['experiment_name', 'tracking', 'tracking_uri'\]"),
+        ({"run_id": "training"}, None, ValueError, r"run_id must be one of \['run', ''\], got 'training'"),
+        ({"model_filename": "ELSEWHERE"}, None, ValueError, r"\(train#handlers\) must be the bundle's own train#handlers"),
+    ],
+)
+def test_app_trainer_refuses_values_that_monai_bundle_would_read_as_syntax(
+    app, app_main, tmp_path, request_changes, image, error, message
+):
+    bundle = tmp_path / NAME  # a copy: an unchecked request would train and write models/model.pt
+    shutil.copytree(app["bundle"], bundle)
+    marker, elsewhere = tmp_path / "marker", tmp_path / "uploads" / "model.pt"
+    elsewhere.parent.mkdir()
+    torch.save({}, elsewhere)
+    values = {"CODE": _code(marker), "ELSEWHERE": str(elsewhere)}
+    pairs = _pairs(app["studies"])
+    if image is not None:
+        pairs[-1]["image"] = values[image]  # the last pair: the validation share when val_split is 0.5
+    request = {"model": NAME, "max_epochs": 1, "val_split": 0, "device": "cpu"}
+    request.update({k: values.get(v, v) if isinstance(v, str) else v for k, v in request_changes.items()})
+    task = app_main.BundleTrainTask(str(bundle), {})
+    with pytest.raises(error, match=rf"MONAI Label training request refused: .*{message}"):
+        task(request, _Datastore(pairs))
+    assert not marker.exists() and not (bundle / "models" / "model.pt").exists()
+
+
+def test_app_trainer_multi_gpu_route_runs_nothing(app, app_main, tmp_path):
+    """force_multi_gpu takes MONAI Label's torchrun route, which needs a multi_gpu_train config: the export has none."""
+    bundle = tmp_path / NAME
+    shutil.copytree(app["bundle"], bundle)
+    marker = tmp_path / "marker"
+    task = app_main.BundleTrainTask(str(bundle), {})
+    request = {"model": NAME, "max_epochs": _code(marker), "val_split": 0, "device": "cpu", "force_multi_gpu": True}
+    assert task(request, _Datastore(_pairs(app["studies"]))) is None
+    assert not marker.exists() and not (bundle / "configs" / "monailabel_train.json").exists()
+    assert not (bundle / "models" / "model.pt").exists()
+
+
+def test_app_inferer_refuses_a_device_that_runs_code(app, app_main, tmp_path):
+    marker = tmp_path / "marker"
+    task = app_main.BundleInferTask(str(app["bundle"]), {})  # what the app's MyApp.init_infers builds
+    request = {"image": str(app["studies"] / "case3.nii.gz"), "device": _code(marker, "'cpu'"), "result_dtype": "uint8"}
+    with pytest.raises(ValueError, match=r"MONAI Label infer request refused: device \"\$__import__.* is not a torch device"):
+        task(request)
+    assert not marker.exists()
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_export_script_never_replaces_a_users_folder(app, tmp_path):
+    script = str(REPO / "scripts" / "export_monailabel.py")
+    user = tmp_path / "thesis"
+    (user / "sub").mkdir(parents=True)
+    (user / "thesis.txt").write_text("three years of work\n")
+    (user / "sub" / "data.csv").write_text("case,dice\n1,0.91\n")
+    own_bundle = tmp_path / "app" / "model" / NAME  # an app of this export whose bundle folder the user replaced
+    shutil.copytree(app["app"], tmp_path / "app", ignore=shutil.ignore_patterns("model"))
+    (own_bundle / "configs").mkdir(parents=True)
+    (own_bundle / "configs" / "train.yaml").write_text("my own training\n")
+    before = {"user": _snapshot(user), "app": _snapshot(tmp_path / "app")}
+    for target, reason in (
+        (["--output_dir", str(user)], f"output_dir '{user}' is not replaced and nothing in it is touched: it has no readable"),
+        (["--app_dir", str(user)], f"app_dir '{user}' is not empty and has no main.py; choose a new folder."),
+        (["--app_dir", str(tmp_path / "app")], f"output_dir '{own_bundle}' is not replaced and nothing in it is touched"),
+    ):
+        done = subprocess.run(
+            [sys.executable, script, "--checkpoint", str(app["ckpt"]), *target, "--overwrite", "true", "--network_def#n_filters", "4"],
+            capture_output=True, text=True, timeout=300,
+        )
+        assert done.returncode == 2, done.stderr[-3000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"export_monailabel.py: error: {reason}"), last
+    assert {"user": _snapshot(user), "app": _snapshot(tmp_path / "app")} == before
 
 
 def test_export_script_command_line(app, tmp_path):
@@ -246,4 +384,4 @@ def test_export_script_command_line(app, tmp_path):
         [sys.executable, script, "--checkpoint", str(app["ckpt"]), "--output_dir", str(out), "--app_dir", str(tmp_path / "a")],
         capture_output=True, text=True, timeout=300,
     )
-    assert both.returncode != 0 and "exactly one of --app_dir and --output_dir" in both.stderr
+    assert both.returncode == 2 and "exactly one of --app_dir and --output_dir" in both.stderr.strip().splitlines()[-1]
