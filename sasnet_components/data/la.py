@@ -72,7 +72,7 @@ import nibabel as nib
 import numpy as np
 
 from sasnet_components.data.checks import exception_message, nonfinite_message, read_error
-from sasnet_components.utils.io import atomic_path, atomic_write_text
+from sasnet_components.utils.io import atomic_path, atomic_write_text, sha256_file
 
 __all__ = [
     "LA_SPACING",
@@ -494,14 +494,6 @@ def build_datalist(
 # ---------------------------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _atomic_save_nifti(array: np.ndarray, spacing: Sequence[float], path: Path) -> str:
     """Write ``array`` as NIfTI with affine ``diag(spacing, 1)`` atomically; return its SHA-256."""
     img = nib.Nifti1Image(array, np.diag([float(s) for s in spacing] + [1.0]))
@@ -509,7 +501,7 @@ def _atomic_save_nifti(array: np.ndarray, spacing: Sequence[float], path: Path) 
     img.header.set_data_dtype(array.dtype)
     with atomic_path(path, suffix="".join(path.suffixes)) as tmp:  # nibabel picks the format by suffix
         nib.save(img, str(tmp))
-        digest = _sha256(tmp)
+        digest = sha256_file(tmp)
     return digest
 
 
@@ -549,7 +541,7 @@ def _is_complete(entry: dict[str, Any] | None, expected: dict[str, Any], out_dir
         return False
     for key in ("image", "label"):
         f = out_dir / entry.get(key, "")
-        if not f.is_file() or _sha256(f) != entry.get(f"{key}_sha256"):
+        if not f.is_file() or sha256_file(f) != entry.get(f"{key}_sha256"):
             return False
     return True
 
@@ -715,7 +707,7 @@ def prepare_la(
     if (
         not overwrite
         and datalist_path.exists()
-        and (not datalist_path.is_file() or _sha256(datalist_path) != recorded_datalists.get(datalist_name))
+        and (not datalist_path.is_file() or sha256_file(datalist_path) != recorded_datalists.get(datalist_name))
     ):
         raise FileExistsError(
             f"'{datalist_path}' exists and was not written by prepare_la (its SHA-256 is not the one recorded in "

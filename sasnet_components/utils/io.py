@@ -11,6 +11,7 @@ folder removes them (see :func:`atomic_path`). Files not named by this pattern a
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -23,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Iterator, Optional, Union
 
-__all__ = ["atomic_path", "atomic_write_text", "current_umask"]
+__all__ = ["atomic_path", "atomic_write_text", "current_umask", "sha256_file"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,3 +161,12 @@ def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def sha256_file(path: Union[str, os.PathLike]) -> str:
+    """The SHA-256 of a file's bytes, as 64 hex digits (read in blocks of 1 MiB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

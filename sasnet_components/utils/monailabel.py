@@ -12,7 +12,6 @@ Label request before ``monai.bundle`` reads it (:data:`REQUEST_GUARD`,
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -27,7 +26,7 @@ from monai.bundle import ConfigParser
 from monai.data import save_net_with_metadata
 
 from .bundle import check_config_keys
-from .io import current_umask
+from .io import current_umask, sha256_file
 
 __all__ = [
     "EXPORT_MARKER",
@@ -303,14 +302,6 @@ def check_monailabel_overrides(overrides: Mapping[str, Any], bundle_dir: PathLik
             _check_datalist(value, key)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _folder_digests(folder: Path) -> Dict[str, Optional[str]]:
     """The sha256 of each regular file below `folder`, by relative POSIX path.
 
@@ -327,7 +318,7 @@ def _folder_digests(folder: Path) -> Dict[str, Optional[str]]:
             if path.is_symlink() or not (path.is_dir() or path.is_file()):
                 found[rel] = None
             elif path.is_file():
-                found[rel] = _sha256(path)
+                found[rel] = sha256_file(path)
     return dict(sorted(found.items()))
 
 
