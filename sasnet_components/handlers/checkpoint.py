@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
+from ignite.engine import Engine
 from ignite.handlers import DiskSaver
 from monai.handlers import CheckpointSaver
 
@@ -57,6 +58,11 @@ class AtomicCheckpointSaver(CheckpointSaver):
     runs killed outright (SIGKILL) are removed by the first save of a later run into the folder,
     see :func:`sasnet_components.utils.io.atomic_path`.
     Takes exactly the arguments of ``monai.handlers.CheckpointSaver``.
+
+    A key-metric saver (the best model on validation) has a state: the scores of the files it
+    keeps and, once attached, the best metric and its epoch of its engine. Put the saver in a
+    training checkpoint's ``save_dict``: a resumed run then replaces the best model only with a
+    better one, as the uninterrupted run would (a new saver would replace it at the first validation).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -65,3 +71,27 @@ class AtomicCheckpointSaver(CheckpointSaver):
             checkpoint = getattr(self, attr, None)
             if checkpoint is not None:  # keep the fixed filename of MONAI's saver, if any
                 checkpoint.save_handler = _AtomicDiskSaver(self.save_dir, getattr(checkpoint.save_handler, "filename", None))
+        self._engine: Optional[Engine] = None
+
+    def attach(self, engine: Engine) -> None:
+        super().attach(engine)
+        self._engine = engine
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The key-metric tracking: ``{"key_metric": ignite's (score, filename) list, "best_metric",
+        "best_metric_epoch"}`` (the last two once attached); empty without a key-metric checkpoint."""
+        if self._key_metric_checkpoint is None:
+            return {}
+        state: Dict[str, Any] = {"key_metric": dict(self._key_metric_checkpoint.state_dict())}
+        if self._engine is not None:
+            state["best_metric"] = float(self._engine.state.best_metric)
+            state["best_metric_epoch"] = int(self._engine.state.best_metric_epoch)
+        return state
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`: the kept files' scores, and the engine's best metric and epoch."""
+        if self._key_metric_checkpoint is not None and "key_metric" in state_dict:
+            self._key_metric_checkpoint.load_state_dict(state_dict["key_metric"])
+        if self._engine is not None and "best_metric" in state_dict:
+            self._engine.state.best_metric = state_dict["best_metric"]
+            self._engine.state.best_metric_epoch = state_dict["best_metric_epoch"]

@@ -58,7 +58,7 @@ def test_train_then_evaluate(dataset_dir, tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()  # the final model is the reported one
     assert not (tmp_path / "models" / "model_final.pt").exists()  # no selection by default
     state = torch.load(tmp_path / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
-    assert set(state) == {"model", "optimizer", "trainer", "sar", "sampler", "random_state"}
+    assert set(state) == {"model", "optimizer", "trainer", "sar", "best_model", "sampler", "random_state"}
     assert state["trainer"]["iteration"] == 4
     assert state["sar"]["epoch"] == 4  # 3 labeled cases, 2 per batch: one iteration per epoch
     assert sorted(state["sar"]["memory"]) == ["SYN000", "SYN001", "SYN002"]  # only labeled cases
@@ -137,6 +137,18 @@ def test_resume_inside_an_epoch_is_exact_with_other_workers(dataset_dir, uninter
     resumed_losses, resumed = _train(dataset_dir, tmp_path / "resumed", resume_from=checkpoint, num_workers=2, **RESUME)
     assert resumed_losses == losses[3:]
     _assert_identical(resumed, final)
+
+
+def test_resume_with_selection_keeps_the_best_model_of_the_uninterrupted_run(dataset_dir, tmp_path):
+    select = {**RESUME, "select_best": True, "val_interval": 1}  # validated, and kept if better, every iteration
+    losses, final = _train(dataset_dir, tmp_path / "full", **select)
+    _train(dataset_dir, tmp_path / "resumed", **{**select, "max_iterations": 3})  # then resumed in the same folders
+    checkpoint = shutil.copy(tmp_path / "resumed" / "runs" / "checkpoints" / "checkpoint_final.pt", tmp_path / "at_3.pt")
+    resumed_losses, resumed = _train(dataset_dir, tmp_path / "resumed", resume_from=str(checkpoint), **select)
+    assert resumed_losses == losses[3:]
+    _assert_identical(resumed, final)  # best_model: the scores of the kept model, the best metric and its epoch
+    best = [torch.load(tmp_path / run / "models" / "model.pt", weights_only=True) for run in ("full", "resumed")]
+    _assert_identical(best[0], best[1], "model.pt")
 
 
 def test_resume_keeps_the_checkpoint_seed(dataset_dir, uninterrupted, tmp_path):

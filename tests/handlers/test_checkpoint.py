@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 from pathlib import Path
@@ -144,6 +145,53 @@ def test_key_metric_fixed_filename_interrupted_save_keeps_previous(tmp_path: Pat
     saver.metrics_completed(engine)
     assert _weight(tmp_path / "best.pt") == 2.0
     assert sorted(os.listdir(tmp_path)) == ["best.pt"]
+
+
+def _validation_with_scores(net: torch.nn.Module, tmp_path: Path, scores, state=None) -> tuple:
+    """An evaluator-like engine whose key-metric saver sees `scores`, one per run; the net's weight is set to each score."""
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": net}, save_key_metric=True, key_metric_name="dice", key_metric_filename="best.pt"
+    )
+    engine = _engine()
+    engine.state.best_metric, engine.state.best_metric_epoch = -1, -1  # as MONAI's evaluators start
+    current = []
+
+    @engine.on(Events.EPOCH_COMPLETED)  # before the saver's handler, as the metrics of an evaluator
+    def _score(e):
+        e.state.metrics = {"dice": current[-1]}
+        if current[-1] > e.state.best_metric:
+            e.state.best_metric, e.state.best_metric_epoch = current[-1], e.state.epoch
+
+    saver.attach(engine)
+    if state is not None:
+        saver.load_state_dict(state)
+    for score in scores:
+        current.append(score)
+        with torch.no_grad():
+            net.weight.fill_(score)
+        engine.run([0], max_epochs=1)
+    return saver, engine
+
+
+def test_key_metric_state_keeps_the_best_model_across_a_resume(tmp_path: Path):
+    net = _net(0.0)
+    before, engine = _validation_with_scores(net, tmp_path, [0.8])
+    state = before.state_dict()
+    # ignite names the file by its score; the saver writes it under the fixed name best.pt
+    assert state == {"key_metric": {"_saved": [(0.8, "model_key_metric=0.8000.pt")]}, "best_metric": 0.8, "best_metric_epoch": 1}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # as a training checkpoint holds it
+    buffer.seek(0)
+    resumed, engine = _validation_with_scores(net, tmp_path, [0.5, 0.6], torch.load(buffer, weights_only=True))
+    assert _weight(tmp_path / "best.pt") == pytest.approx(0.8)  # 0.5 and 0.6 are worse: not saved
+    assert (engine.state.best_metric, engine.state.best_metric_epoch) == (0.8, 1)
+    _validation_with_scores(net, tmp_path, [0.9], resumed.state_dict())
+    assert _weight(tmp_path / "best.pt") == pytest.approx(0.9)
+
+
+def test_saver_without_key_metric_has_no_state(tmp_path: Path):
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": _net(1.0)}, save_final=True)
+    assert saver.state_dict() == {}
 
 
 def test_interval_interrupted_save_keeps_previous(tmp_path: Path, monkeypatch):
