@@ -14,6 +14,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
 __all__ = [
+    "TrainingSettings",
     "as_bool",
     "bundle_root",
     "check_config_keys",
@@ -162,6 +163,7 @@ def check_training_settings(
     val_interval: Any,
     val_start: Any,
     val_stride: Any,
+    val_overlap: Any,
     checkpoint_interval: Any,
     log_interval: Any,
     flags: Mapping[str, Any],
@@ -175,7 +177,8 @@ def check_training_settings(
 
     Args:
         protocol: ``"default"`` or ``"paper"``.
-        num_labeled: labeled cases, at least `labeled_batch_size` (one batch per epoch).
+        num_labeled: labeled cases, at least `labeled_batch_size` (one batch per epoch); ``None``
+            keeps the datalist's split.
         max_iterations: training iterations, >= 1.
         batch_size: samples per batch, >= 1.
         labeled_batch_size: labeled samples per batch, in ``[1, batch_size]``.
@@ -189,6 +192,7 @@ def check_training_settings(
         val_start: iteration of the first validation, >= 1.
         val_stride: sliding-window stride of the validation, one integer in ``[1, patch size]`` per
             axis, or ``None`` (the overlap is used).
+        val_overlap: sliding-window overlap of the validation when `val_stride` is ``None``, in [0, 1).
         checkpoint_interval, log_interval: iterations, >= 1.
         flags: boolean options by name (e.g. ``select_best``, ``amp``, ``pad_to_patch``), see :func:`as_bool`.
         size_divisor: what the network needs every spatial size of its input to be a multiple of.
@@ -217,7 +221,8 @@ def check_training_settings(
             f"`num_labeled` ({num_labeled}) must be at least `labeled_batch_size` ({labeled_batch_size}): an epoch "
             "is one pass over the labeled cases in batches of labeled_batch_size."
         )
-    errors.append(_int_error("num_labeled", num_labeled, 1, "labeled training cases"))
+    if num_labeled is not None:
+        errors.append(_int_error("num_labeled", num_labeled, 1, "labeled training cases"))
     sizes = list(patch_size) if isinstance(patch_size, Sequence) and not isinstance(patch_size, str) else None
     if not sizes or not all(_is_int(s) and s >= size_divisor and s % size_divisor == 0 for s in sizes):
         sizes = None
@@ -239,6 +244,7 @@ def check_training_settings(
         strides = list(val_stride) if isinstance(val_stride, Sequence) and not isinstance(val_stride, str) else None
         if strides is None or len(strides) != len(sizes) or not all(_is_int(s) and 1 <= s <= p for s, p in zip(strides, sizes)):
             errors.append(f"`val_stride` must be null or one integer in [1, patch size] per axis of {patch_size!r}, got {val_stride!r}.")
+    errors.append(_number_error("val_overlap", val_overlap, "sliding-window overlap", high=1.0, high_open=True))
     errors.append(_int_error("checkpoint_interval", checkpoint_interval, 1, "iterations between training checkpoints"))
     errors.append(_int_error("log_interval", log_interval, 1, "iterations between loss log lines"))
     for name, value in flags.items():
@@ -252,7 +258,63 @@ def check_training_settings(
     return True
 
 
-_REFERENCE_VALIDATION = {"interval": 50, "start": 100, "stride": [18, 18, 4]}
+# settings that may change when a run is resumed: its length and how it is monitored and saved
+_RUN_ONLY = ("max_iterations", "val_interval", "val_start", "val_stride", "val_overlap", "checkpoint_interval", "log_interval")
+
+
+class TrainingSettings:
+    """The settings of a training run: checked when built (:func:`check_training_settings`), kept in
+    the run's checkpoints, and compared when a run resumes from one.
+
+    A resumed run continues the saved one exactly only with the same settings. Those that may
+    change (the run's length, validation and checkpoint intervals, logging) are not compared; for
+    the others, a resume with other values logs a warning naming each of them. The learning rate,
+    momentum and weight decay then still come from the checkpoint's optimizer, and the seed from its
+    sampler.
+
+    Args:
+        others: further settings to record and compare, checked by their own components (e.g.
+            ``alpha``, ``sar_mode``, ``views``); values of plain types (numbers, strings, lists).
+        size_divisor: see :func:`check_training_settings`.
+        settings: the keyword arguments of :func:`check_training_settings`.
+
+    Raises:
+        ValueError: as :func:`check_training_settings`.
+    """
+
+    def __init__(self, others: Optional[Mapping[str, Any]] = None, size_divisor: int = 16, **settings: Any) -> None:
+        check_training_settings(size_divisor=size_divisor, **settings)
+        flags = {f"flags#{k}": as_bool(v, k) for k, v in settings.pop("flags").items()}
+        self.settings: Dict[str, Any] = {**settings, **flags, **dict(others or {})}
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The compared settings (plain values; loadable with ``weights_only``)."""
+        return {"settings": {k: _plain(v) for k, v in self.settings.items() if k not in _RUN_ONLY}}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Compare with the settings of the saved run; log a warning naming every difference."""
+        saved, now = dict(state_dict.get("settings", {})), self.state_dict()["settings"]
+        differ = [f"{k} {now.get(k)!r} (checkpoint: {saved.get(k)!r})" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+        if differ:
+            logger.warning(
+                "resuming with settings that differ from the checkpoint's: %s; the run does not continue the saved one "
+                "exactly (the optimizer's learning rate, momentum and weight decay and the seed come from the checkpoint).",
+                "; ".join(differ),
+            )
+
+
+def _plain(value: Any) -> Any:
+    """`value` with tuples as lists and numpy / torch scalars as Python numbers, for comparison and saving."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    return value
+
+
+_REFERENCE_VALIDATION = {"interval": 50, "start": 100, "stride": [18, 18, 4], "mode": "constant", "amp": False}
 
 
 def log_validation_plan(
@@ -264,12 +326,15 @@ def log_validation_plan(
     stride: Optional[Sequence[int]],
     overlap: float,
     select_best: bool,
+    mode: str = "constant",
+    amp: bool = False,
 ) -> str:
     """Log, before training, when and how the model will be validated and which model is reported.
 
     Protocol ``"paper"`` validates on test cases and keeps the best model, as the reference code
-    did: that is logged as a warning, with whatever of its schedule and window differs from the
-    reference code's (every 50 iterations from iteration 100, window stride 18/18/4, uniform).
+    did: that is logged as a warning, with whatever of its schedule, window and precision differs
+    from the reference code's (every 50 iterations from iteration 100, window stride 18/18/4,
+    uniform weights, float32).
 
     Args:
         protocol: ``"default"`` or ``"paper"``.
@@ -280,12 +345,16 @@ def log_validation_plan(
         stride: sliding-window stride, or ``None`` when `overlap` sets it.
         overlap: sliding-window overlap used when `stride` is ``None``.
         select_best: whether the best model on these cases becomes ``model.pt``.
+        mode: sliding-window blending, ``"constant"`` (uniform weights) or ``"gaussian"``.
+        amp: whether validation runs in mixed precision.
 
     Returns:
         The message logged.
     """
     steps = list(stride) if stride is not None else [max(int(r * (1 - overlap)), 1) for r in roi_size]
-    window = f"sliding window {'x'.join(map(str, roi_size))}, stride {'/'.join(map(str, steps))}, uniform weights"
+    weights = "uniform weights" if mode == "constant" else f"{mode} weights"
+    window = f"sliding window {'x'.join(map(str, roi_size))}, stride {'/'.join(map(str, steps))}, {weights}"
+    window += ", mixed precision" if amp else ", float32"
     schedule = f"every {interval} iterations from iteration {start}"
     if num_cases == 0:
         message = f"protocol {protocol!r}: no validation cases, no validation during training; the final model is reported."
@@ -294,7 +363,7 @@ def log_validation_plan(
             f"protocol 'paper': validating {schedule} on {num_cases} TEST cases ({window}) and keeping the best "
             "model, as the reference code did; for comparison with published numbers only, not an honest estimate."
         )
-        plan = {"interval": interval, "start": start, "stride": steps}
+        plan = {"interval": interval, "start": start, "stride": steps, "mode": mode, "amp": bool(amp)}
         differ = {k: v for k, v in plan.items() if v != _REFERENCE_VALIDATION[k]}
         if differ:
             message += f" Differs from the reference code's selection ({_REFERENCE_VALIDATION}) in {differ}."

@@ -38,6 +38,7 @@ def _overrides(dataset_dir: str, out: Path, **extra) -> dict:
         "output_dir": str(out / "runs"),
         "ckpt_dir": str(out / "models"),
         "device": "cpu",
+        "amp": False,
         "num_labeled": 3,
         "patch_size": [32, 32, 16],
         "network_def#n_filters": 2,
@@ -58,7 +59,7 @@ def test_train_then_evaluate(dataset_dir, tmp_path):
     assert (tmp_path / "models" / "model.pt").is_file()  # the final model is the reported one
     assert not (tmp_path / "models" / "model_final.pt").exists()  # no selection by default
     state = torch.load(tmp_path / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
-    assert set(state) == {"model", "optimizer", "trainer", "sar", "best_model", "sampler", "random_state"}
+    assert set(state) == {"model", "optimizer", "trainer", "sar", "best_model", "sampler", "settings", "random_state"}
     assert state["trainer"]["iteration"] == 4
     assert state["sar"]["epoch"] == 4  # 3 labeled cases, 2 per batch: one iteration per epoch
     assert sorted(state["sar"]["memory"]) == ["SYN000", "SYN001", "SYN002"]  # only labeled cases
@@ -151,12 +152,24 @@ def test_resume_with_selection_keeps_the_best_model_of_the_uninterrupted_run(dat
     _assert_identical(best[0], best[1], "model.pt")
 
 
-def test_resume_keeps_the_checkpoint_seed(dataset_dir, uninterrupted, tmp_path):
+def test_resume_keeps_the_checkpoint_seed(dataset_dir, uninterrupted, tmp_path, capsys):
     losses, final, boundary = uninterrupted
     # nothing to remember: a different --seed on the command line does not change a resumed run
     resumed_losses, resumed = _train(dataset_dir, tmp_path, resume_from=str(boundary), seed=7, **RESUME)
     assert resumed_losses == losses[4:]
+    resumed["settings"]["settings"]["seed"] = 1337  # the only difference: the recorded command-line seed
     _assert_identical(resumed, final)
+    assert "resuming with settings that differ from the checkpoint's: seed 7 (checkpoint: 1337)" in capsys.readouterr().out
+
+
+def test_resume_with_other_settings_says_which(dataset_dir, uninterrupted, tmp_path, capsys):
+    _, _, boundary = uninterrupted
+    _train(dataset_dir, tmp_path, resume_from=str(boundary), learning_rate=0.02, alpha=0.25, **{**RESUME, "max_iterations": 5})
+    assert re.search(
+        r"WARNING - resuming with settings that differ from the checkpoint's: alpha 0\.25 \(checkpoint: 0\.5\); "
+        r"learning_rate 0\.02 \(checkpoint: 0\.01\);",
+        capsys.readouterr().out,
+    )
 
 
 def test_resume_with_another_labeled_count_is_refused(dataset_dir, uninterrupted, tmp_path):
@@ -185,7 +198,7 @@ def test_paper_protocol_selects_as_the_reference_code_and_says_so(dataset_dir, t
     log = capsys.readouterr().out  # the bundle's logging.conf logs to stdout
     assert re.search(
         r"WARNING - protocol 'paper': validating every 50 iterations from iteration 100 on 1 TEST cases \(sliding window "
-        r"32x32x16, stride 18/18/4, uniform weights\) and keeping the best model, as the reference code did; "
+        r"32x32x16, stride 18/18/4, uniform weights, float32\) and keeping the best model, as the reference code did; "
         r"for comparison with published numbers only",
         log,
     )
@@ -198,7 +211,7 @@ def test_default_protocol_logs_its_validation_plan(dataset_dir, tmp_path, capsys
     run("training", config_file=TRAIN, **_overrides(dataset_dir, tmp_path, max_iterations=2))
     assert re.search(
         r"INFO - protocol 'default': validating every 2 iterations from iteration 2 on 2 validation cases \(sliding "
-        r"window 32x32x16, stride 16/16/8, uniform weights\); the final model is reported",
+        r"window 32x32x16, stride 16/16/8, uniform weights, float32\); the final model is reported",
         capsys.readouterr().out,
     )
 

@@ -9,6 +9,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from sasnet_components.utils.bundle import (
+    TrainingSettings,
     bundle_root,
     check_config_keys,
     check_training_settings,
@@ -154,6 +155,7 @@ REFERENCE = dict(
     val_interval=50,
     val_start=100,
     val_stride=[18, 18, 4],
+    val_overlap=0.5,
     checkpoint_interval=1000,
     log_interval=20,
     flags={"select_best": "false", "amp": True, "pad_to_patch": "yes"},
@@ -163,6 +165,7 @@ REFERENCE = dict(
 def test_reference_settings_pass():
     assert check_training_settings(**REFERENCE) is True
     assert check_training_settings(**{**REFERENCE, "val_stride": None, "protocol": "paper"}) is True
+    assert check_training_settings(**{**REFERENCE, "num_labeled": None}) is True  # the datalist's split
 
 
 @pytest.mark.parametrize(
@@ -177,6 +180,7 @@ def test_reference_settings_pass():
         ({"num_labeled": 0}, "`num_labeled` (labeled training cases) must be an integer >= 1, got 0."),
         ({"val_interval": 0}, "`val_interval` (iterations between validations) must be an integer >= 1, got 0."),
         ({"val_stride": [18, 18, 90]}, "`val_stride` must be null or one integer in [1, patch size] per axis of [112, 112, 80], got [18, 18, 90]."),
+        ({"val_overlap": 1.5}, "`val_overlap` (sliding-window overlap) must be a number in [0, 1), got 1.5."),
         ({"checkpoint_interval": -5}, "`checkpoint_interval` (iterations between training checkpoints) must be an integer >= 1, got -5."),
         ({"log_interval": 2.5}, "`log_interval` (iterations between loss log lines) must be an integer >= 1, got 2.5."),
         ({"learning_rate": 0}, "`learning_rate` (SGD step size) must be a number in (0, inf), got 0."),
@@ -209,15 +213,17 @@ def test_paper_plan_is_a_warning_naming_test_cases_schedule_and_window(caplog):
     assert caplog.records[-1].levelname == "WARNING"
     assert message == (
         "protocol 'paper': validating every 50 iterations from iteration 100 on 20 TEST cases (sliding window "
-        "112x112x80, stride 18/18/4, uniform weights) and keeping the best model, as the reference code did; for "
-        "comparison with published numbers only, not an honest estimate."
+        "112x112x80, stride 18/18/4, uniform weights, float32) and keeping the best model, as the reference code "
+        "did; for comparison with published numbers only, not an honest estimate."
     )
 
 
 def test_paper_plan_says_where_it_differs_from_the_reference():
-    message = log_validation_plan("paper", 20, 1000, 1000, [112, 112, 80], None, 0.5, True)
-    assert "stride 56/56/40" in message  # int(112 * 0.5), int(80 * 0.5)
-    assert message.endswith("in {'interval': 1000, 'start': 1000, 'stride': [56, 56, 40]}.")
+    message = log_validation_plan("paper", 20, 1000, 1000, [112, 112, 80], None, 0.5, True, mode="gaussian", amp=True)
+    assert "stride 56/56/40, gaussian weights, mixed precision" in message  # int(112 * 0.5), int(80 * 0.5)
+    assert message.endswith(
+        "in {'interval': 1000, 'start': 1000, 'stride': [56, 56, 40], 'mode': 'gaussian', 'amp': True}."
+    )
 
 
 def test_default_plan_is_information(caplog):
@@ -226,8 +232,32 @@ def test_default_plan_is_information(caplog):
     assert caplog.records[-1].levelname == "INFO"
     assert message == (
         "protocol 'default': validating every 1000 iterations from iteration 1000 on 8 validation cases (sliding "
-        "window 112x112x80, stride 56/56/40, uniform weights); the final model is reported."
+        "window 112x112x80, stride 56/56/40, uniform weights, float32); the final model is reported."
     )
     assert log_validation_plan("default", 0, 1000, 1000, [112, 112, 80], None, 0.5, False).startswith(
         "protocol 'default': no validation cases"
+    )
+
+
+# ---------------------------------------------------------------------- TrainingSettings
+def test_training_settings_check_and_round_trip():
+    with pytest.raises(ValueError, match="`max_iterations`"):
+        TrainingSettings(**{**REFERENCE, "max_iterations": 0})
+    settings = TrainingSettings(others={"alpha": 0.5, "views": ((0, 1, 2), (1, 0, 2))}, **REFERENCE)
+    state = settings.state_dict()["settings"]
+    assert state["flags#select_best"] is False and state["flags#pad_to_patch"] is True  # as booleans
+    assert state["views"] == [[0, 1, 2], [1, 0, 2]] and state["alpha"] == 0.5
+    assert "max_iterations" not in state and "val_interval" not in state  # may change on resume
+
+
+def test_training_settings_warn_about_each_difference_on_resume(caplog):
+    saved = TrainingSettings(others={"alpha": 0.5}, **REFERENCE).state_dict()
+    longer = TrainingSettings(others={"alpha": 0.5}, **{**REFERENCE, "max_iterations": 80000, "log_interval": 1})
+    with caplog.at_level("WARNING", logger="sasnet_components.utils.bundle"):
+        longer.load_state_dict(saved)  # a longer run: nothing to say
+        assert not caplog.records
+        TrainingSettings(others={"alpha": 0.25}, **{**REFERENCE, "learning_rate": 0.001}).load_state_dict(saved)
+    assert caplog.records[-1].getMessage().startswith(
+        "resuming with settings that differ from the checkpoint's: alpha 0.25 (checkpoint: 0.5); "
+        "learning_rate 0.001 (checkpoint: 0.01); the run does not continue the saved one exactly"
     )
