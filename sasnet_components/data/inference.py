@@ -21,12 +21,14 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import MetaTensor
+from monai.data import MetaTensor, NibabelWriter
 from monai.transforms import MapTransform
 
 from sasnet_components.data.checks import error_reason, nonfinite_message
+from sasnet_components.utils.io import atomic_path
 
 __all__ = [
+    "AtomicNibabelWriter",
     "CaseProgressLogger",
     "SplitPredictiond",
     "case_id_of",
@@ -248,6 +250,21 @@ def inference_report(
     summary = f"inference: {len(files)} of {len(files)} inputs segmented, outputs in {output_dir}"
     print(summary)
     return summary
+
+
+class AtomicNibabelWriter(NibabelWriter):
+    """MONAI's ``NibabelWriter`` that writes each file atomically (:func:`sasnet_components.utils.io.atomic_path`).
+
+    A run stopped while it saves leaves no partial file under the final name, so a re-run does not
+    take a truncated output for a finished case, and ``--overwrite true`` keeps the previous output
+    until the new one is complete. Use it as ``SaveImaged(writer=AtomicNibabelWriter)``.
+    """
+
+    def write(self, filename: Union[str, os.PathLike], verbose: bool = False, **obj_kwargs) -> None:
+        """Write to a temporary file next to `filename` (same suffixes, so nibabel picks the same format), then move it over."""
+        path = Path(filename)
+        with atomic_path(path, suffix="".join(path.suffixes[-2:])) as tmp:
+            super().write(tmp, verbose=verbose, **obj_kwargs)
 
 
 def _with_meta(tensor: torch.Tensor, like: torch.Tensor) -> MetaTensor:

@@ -1,0 +1,47 @@
+"""Tests of ``AtomicNibabelWriter``: the same file as MONAI's NibabelWriter, nothing partial left on a failure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import NibabelWriter
+
+from sasnet_components.data.inference import AtomicNibabelWriter
+
+AFFINE = np.diag([0.5, 0.75, 2.0, 1.0])
+
+
+def _write(writer_cls, path: Path, value: float) -> None:
+    writer = writer_cls(output_dtype=np.float32)
+    writer.set_data_array(torch.full((1, 4, 3, 2), value), channel_dim=0)
+    writer.set_metadata({"affine": AFFINE, "original_affine": AFFINE}, resample=False)
+    writer.write(path)
+
+
+def test_writes_what_nibabel_writer_writes(tmp_path: Path):
+    _write(NibabelWriter, tmp_path / "plain.nii.gz", 3.0)
+    _write(AtomicNibabelWriter, tmp_path / "atomic.nii.gz", 3.0)
+    plain, atomic = nib.load(str(tmp_path / "plain.nii.gz")), nib.load(str(tmp_path / "atomic.nii.gz"))
+    np.testing.assert_array_equal(atomic.get_fdata(), plain.get_fdata())
+    np.testing.assert_array_equal(atomic.affine, plain.affine)
+    assert atomic.shape == (4, 3, 2) and sorted(p.name for p in tmp_path.iterdir()) == ["atomic.nii.gz", "plain.nii.gz"]
+
+
+def test_failed_write_keeps_the_previous_file_and_leaves_nothing(tmp_path: Path, monkeypatch):
+    target = tmp_path / "case_seg.nii.gz"
+    _write(AtomicNibabelWriter, target, 1.0)
+
+    def interrupted(img, filename):  # writes part of the file, then stops
+        Path(filename).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nib, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _write(AtomicNibabelWriter, target, 2.0)
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["case_seg.nii.gz"]  # no temporary
+    assert float(nib.load(str(target)).get_fdata().max()) == 1.0  # the previous output, whole
