@@ -186,6 +186,11 @@ def test_unusable_output_folder_is_refused_before_the_model_is_loaded(tmp_path, 
     inputs.mkdir()
     _write(inputs / "a.nii.gz", (8, 8, 8), np.eye(4))
     no_model = str(tmp_path / "models")  # loading a model from here would fail: the checks come first
+
+    def build_network(*args, **kwargs):
+        raise AssertionError("the network was built before the output folder was checked")
+
+    monkeypatch.setattr(DualBranchVNet, "__init__", build_network)
     blocker = tmp_path / "results.txt"
     blocker.write_text("a file, not a folder")
     for out in (blocker, blocker / "segmentations"):
