@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
 
@@ -163,14 +164,13 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         if not done:
             sampler.set_epoch(engine.state.epoch - 1)
             return
-        try:
-            sampler.set_epoch(engine.state.epoch - 1, start=done)
-        except TypeError:
+        if "start" not in inspect.signature(sampler.set_epoch).parameters:
             raise TypeError(
                 f"resuming inside an epoch (iteration {engine.state.iteration}, {done} of {engine.state.epoch_length} "
                 f"batches done) needs a batch sampler whose set_epoch takes `start` (TwoStreamBatchSampler), "
                 f"got {type(sampler).__name__}."
-            ) from None
+            )
+        sampler.set_epoch(engine.state.epoch - 1, start=done)
 
     def state_dict(self) -> Dict[str, Any]:
         """Ignite's engine state (iteration, epoch length, ...) plus the AMP grad scaler's state when it is enabled."""

@@ -82,6 +82,8 @@ class CheckedLoadImaged(LoadImaged):
             A copy of `data` with each key's path replaced by its volume (a ``MetaTensor``), and its
             metadata dictionary when ``image_only`` is false.
         """
+        # LoadImaged's loop over the keys, with the key in hand when a file fails; everything per call
+        # is local, as CacheDataset runs one transform object in several threads
         d = dict(data)
         prefix = f"case {d[self.case_key]!r}: " if self.case_key in d else ""
         try:
