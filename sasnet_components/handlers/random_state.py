@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any, Dict, List, Mapping
 
@@ -9,6 +10,8 @@ import numpy as np
 import torch
 
 __all__ = ["GlobalRandomState"]
+
+logger = logging.getLogger(__name__)
 
 _KEYS = ("torch", "cuda", "numpy", "python")
 
@@ -28,7 +31,8 @@ class GlobalRandomState:
     its workers' base seed from the global generator otherwise.
 
     CUDA generators are saved when CUDA has been initialised and restored when the loading process
-    has as many CUDA devices (a checkpoint written on CPU leaves them as they are).
+    has as many CUDA devices; with another number of devices they are not restored and a warning
+    says so (a checkpoint written on CPU leaves them as they are).
 
     Example::
 
@@ -66,8 +70,16 @@ class GlobalRandomState:
             raise KeyError(f"GlobalRandomState state_dict is missing {missing}; expected keys {list(_KEYS)}.")
         torch.set_rng_state(torch.as_tensor(state_dict["torch"], dtype=torch.uint8).cpu())
         cuda = list(state_dict["cuda"])
-        if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        devices = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if cuda and devices == len(cuda):
             torch.cuda.set_rng_state_all([torch.as_tensor(s, dtype=torch.uint8).cpu() for s in cuda])
+        elif cuda:
+            logger.warning(
+                "the checkpoint holds the CUDA generators of %d device(s), this process has %d: they are not restored, "
+                "so random draws on the GPU (dropout) differ from those of the saved run continued.",
+                len(cuda),
+                devices,
+            )
         n = state_dict["numpy"]
         keys = torch.as_tensor(n["keys"]).cpu().numpy().astype(np.uint32)
         np.random.set_state((n["kind"], keys, int(n["pos"]), int(n["has_gauss"]), float(n["cached_gaussian"])))

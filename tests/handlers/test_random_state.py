@@ -38,9 +38,40 @@ def test_round_trip_through_a_weights_only_checkpoint():
     assert _draws() == expected
 
 
-def test_cuda_states_only_once_cuda_is_initialised():
-    expected = torch.cuda.device_count() if torch.cuda.is_initialized() else 0  # 0 on a CPU machine
-    assert len(GlobalRandomState().state_dict()["cuda"]) == expected
+class _FakeCuda:
+    """Stands for two CUDA devices' generators (the CPU machines of CI have none)."""
+
+    def __init__(self, devices: int = 2, initialized: bool = True) -> None:
+        self.devices, self.initialized, self.restored = devices, initialized, None
+
+    def install(self, monkeypatch) -> "_FakeCuda":
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: self.initialized)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: self.devices > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: self.devices)
+        monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((16,), d, dtype=torch.uint8) for d in range(self.devices)])
+        monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: setattr(self, "restored", states))
+        return self
+
+
+def test_cuda_generators_saved_once_initialised_and_restored_on_as_many_devices(monkeypatch):
+    _FakeCuda(initialized=False).install(monkeypatch)
+    assert GlobalRandomState().state_dict()["cuda"] == []  # saving does not initialise CUDA
+    _FakeCuda().install(monkeypatch)
+    state = GlobalRandomState().state_dict()
+    assert [int(s[0]) for s in state["cuda"]] == [0, 1]
+    fake = _FakeCuda().install(monkeypatch)
+    GlobalRandomState().load_state_dict(state)
+    assert [int(s[0]) for s in fake.restored] == [0, 1]
+
+
+def test_cuda_generators_of_another_device_count_are_not_restored_and_said_so(monkeypatch, caplog):
+    _FakeCuda().install(monkeypatch)
+    state = GlobalRandomState().state_dict()
+    fake = _FakeCuda(devices=1).install(monkeypatch)
+    with caplog.at_level("WARNING", logger="sasnet_components.handlers.random_state"):
+        GlobalRandomState().load_state_dict(state)
+    assert fake.restored is None
+    assert "the CUDA generators of 2 device(s), this process has 1: they are not restored" in caplog.text
 
 
 def test_missing_entry():
