@@ -117,8 +117,8 @@ REQUEST_GUARD = '''\
 # train#trainer#max_epochs, device, the labeled images ...). monai.bundle runs strings that start with "$"
 # as Python, resolves "@" references, loads "%" files and builds "_target_" dicts, so the bundle tasks of
 # this app refuse any value that is not plain, before monai.bundle reads it:
-# - training: sasnet_components.utils.monailabel.check_monailabel_overrides, right before monai.bundle runs
-#   (the export writes no multi-GPU config, so MONAI Label's torchrun route stops before using a value);
+# - training: sasnet_components.utils.monailabel.check_monailabel_overrides, on the request's run_id first, then on
+#   the overrides as soon as MONAI Label has built them, before either route (in-process or torchrun) uses them;
 # - inference: only the request's "device" reaches the bundle config; it must be a torch device name.
 import torch as _torch
 from monailabel.tasks.infer.bundle import BundleInferTask as _BundleInferTask
@@ -126,13 +126,19 @@ from monailabel.tasks.train.bundle import BundleTrainTask as _BundleTrainTask
 
 
 class SASNetBundleTrainTask(_BundleTrainTask):
-    """MONAI Label's bundle trainer; checks the overrides and run_id of a request before monai.bundle runs."""
+    """MONAI Label's bundle trainer; checks the run_id and the overrides of a request before monai.bundle gets them."""
 
-    def run_single_gpu(self, request, overrides):
+    def __call__(self, request, datastore):
         from sasnet_components.utils.monailabel import check_monailabel_overrides  # training needs the package
 
-        check_monailabel_overrides(overrides, self.bundle_path, run_id=request.get("run_id", "run"))
-        return super().run_single_gpu(request, overrides)
+        check_monailabel_overrides({}, self.bundle_path, run_id=request.get("run_id", "run"))
+        return super().__call__(request, datastore)
+
+    def _update_overrides(self, overrides):
+        from sasnet_components.utils.monailabel import check_monailabel_overrides
+
+        check_monailabel_overrides(overrides, self.bundle_path)
+        super()._update_overrides(overrides)
 
 
 class SASNetBundleInferTask(_BundleInferTask):

@@ -318,14 +318,17 @@ def test_app_trainer_refuses_values_that_monai_bundle_would_read_as_syntax(
     assert not marker.exists() and not (bundle / "models" / "model.pt").exists()
 
 
-def test_app_trainer_multi_gpu_route_runs_nothing(app, app_main, tmp_path):
-    """force_multi_gpu takes MONAI Label's torchrun route, which needs a multi_gpu_train config: the export has none."""
+def test_app_trainer_refuses_code_on_the_multi_gpu_route_too(app, app_main, tmp_path):
+    """force_multi_gpu takes MONAI Label's torchrun route once the bundle has a multi_gpu_train config (the export
+    writes none, a user may add one): MONAI Label writes the overrides into monailabel_train.json for torchrun."""
     bundle = tmp_path / NAME
     shutil.copytree(app["bundle"], bundle)
+    (bundle / "configs" / "multi_gpu_train.yaml").write_text("{}\n")
     marker = tmp_path / "marker"
     task = app_main.BundleTrainTask(str(bundle), {})
     request = {"model": NAME, "max_epochs": _code(marker), "val_split": 0, "device": "cpu", "force_multi_gpu": True}
-    assert task(request, _Datastore(_pairs(app["studies"]))) is None
+    with pytest.raises(TypeError, match=r"MONAI Label training request refused: .*max_epochs"):
+        task(request, _Datastore(_pairs(app["studies"])))
     assert not marker.exists() and not (bundle / "configs" / "monailabel_train.json").exists()
     assert not (bundle / "models" / "model.pt").exists()
 
