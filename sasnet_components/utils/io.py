@@ -15,6 +15,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Iterator, Optional, Union
 
-__all__ = ["atomic_path", "atomic_write_text", "current_umask", "sha256_file"]
+__all__ = ["atomic_path", "atomic_write_text", "current_umask", "sha256_file", "temporary_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +66,10 @@ def _pid_exists(pid: int) -> bool:
 
 
 def _is_stale(entry: os.DirEntry, host: str, now: float) -> bool:
-    """Whether `entry` is a temporary file of this module that no process is writing: its process on
-    this host no longer exists, or it was last modified more than a day ago."""
+    """Whether `entry` is a temporary file or folder of this module that no process is writing: its
+    process on this host no longer exists, or it was last modified more than a day ago."""
     match = _NAME.match(entry.name)
-    if match is None or not entry.is_file(follow_symlinks=False):
+    if match is None or not (entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False)):
         return False
     if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_AGE_S:
         return True
@@ -84,8 +85,8 @@ def _remove_stale_temporaries(folder: str) -> None:
         for entry in entries:
             try:
                 if _is_stale(entry, host, now):
-                    os.unlink(entry.path)
-                    logger.info("removed stale temporary file %s (its write was interrupted)", entry.path)
+                    _remove(entry.path)
+                    logger.info("removed stale temporary %s (its write was interrupted)", entry.path)
             except FileNotFoundError:  # removed meanwhile, by another process
                 pass
             except OSError as e:
@@ -93,11 +94,19 @@ def _remove_stale_temporaries(folder: str) -> None:
     _cleaned.add(folder)
 
 
+def _remove(path: str) -> None:
+    """Remove a temporary file, or a temporary folder with its content."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
+
+
 def _remove_live_temporaries_and_terminate(signum: int, frame: Optional[FrameType]) -> None:
-    """SIGTERM handler: remove the temporary files being written, then terminate by the default action."""
+    """SIGTERM handler: remove the temporaries being written, then terminate by the default action."""
     for name in list(_live):
         with contextlib.suppress(OSError):
-            os.unlink(name)
+            _remove(name)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
 
@@ -152,6 +161,31 @@ def atomic_path(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterator
     finally:
         tmp.unlink(missing_ok=True)
         _live.discard(name)
+
+
+@contextlib.contextmanager
+def temporary_dir(parent: Union[str, os.PathLike], name: str) -> Iterator[Path]:
+    """Yield a new empty folder in `parent`, named as this module's temporaries, removed at the end if still there.
+
+    For a folder written in full before it is moved into place (``os.replace``): like
+    :func:`atomic_path`'s temporary file, it is removed on an exception or SIGTERM, and a later run's
+    first temporary in `parent` removes it when its process was killed outright.
+
+    Args:
+        parent: the folder that will hold the result.
+        name: the result's name, part of the temporary name.
+    """
+    folder = os.path.abspath(parent)
+    _handle_sigterm()
+    path = tempfile.mkdtemp(dir=folder, prefix=f"{_MARK}.{_host()}.{os.getpid()}.{name}.")
+    _live.add(path)
+    try:
+        _remove_stale_temporaries(folder)
+        yield Path(path)
+    finally:
+        if os.path.lexists(path):
+            _remove(path)
+        _live.discard(path)
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:

@@ -26,7 +26,7 @@ from monai.bundle import ConfigParser
 from monai.data import save_net_with_metadata
 
 from .bundle import check_config_keys
-from .io import current_umask, sha256_file
+from .io import current_umask, sha256_file, temporary_dir
 
 __all__ = [
     "EXPORT_MARKER",
@@ -479,8 +479,7 @@ def export_monailabel_bundle(
     metadata = json.loads((configs / "metadata.json").read_text())
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with temporary_dir(out.parent, out.name) as tmp:  # removed on an error or SIGTERM, or by a later run
         (tmp / "configs").mkdir()
         (tmp / "models").mkdir()
         shutil.copy2(configs / "metadata.json", tmp / "configs" / "metadata.json")
@@ -511,17 +510,28 @@ def export_monailabel_bundle(
         (tmp / EXPORT_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         os.chmod(tmp, 0o777 & ~current_umask())
         _check_output_dir(out, overwrite)  # again: the folder may have changed during the export
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / out.name)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        _replace_folder(tmp, out)
     return out
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Move the folder `new` to `out`, replacing what is there; if the move fails, `out` is put back.
+
+    The previous `out` waits in a hidden ``.<name>.old-*`` folder between the two renames (not named
+    as a temporary: no later run removes it if the process is killed right then).
+    """
+    if not out.exists():
+        os.replace(new, out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    os.replace(out, old / out.name)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        os.replace(old / out.name, out)
+        old.rmdir()
+        raise
+    shutil.rmtree(old)
 
 
 def prepare_monailabel_app(app_dir: PathLike, sample_app: Optional[PathLike] = None) -> Path:
@@ -568,8 +578,7 @@ def prepare_monailabel_app(app_dir: PathLike, sample_app: Optional[PathLike] = N
             "(see bundles/la/docs/monailabel.md) or pass its folder (monailabel apps --download --name monaibundle)."
         )
     app.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=app.parent, prefix=f".{app.name}.tmp-"))
-    try:
+    with temporary_dir(app.parent, app.name) as tmp:
         shutil.copytree(source, tmp / "app", ignore=shutil.ignore_patterns("__pycache__", "model", "logs"))
         main = tmp / "app" / "main.py"
         head, block, tail = main.read_text().partition('\nif __name__ == "__main__":')
@@ -577,6 +586,4 @@ def prepare_monailabel_app(app_dir: PathLike, sample_app: Optional[PathLike] = N
         if app.exists():
             app.rmdir()  # empty, checked above
         os.replace(tmp / "app", app)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return app

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sasnet_components.utils.io import atomic_path, atomic_write_text
+from sasnet_components.utils.io import atomic_path, atomic_write_text, temporary_dir
 
 
 def test_atomic_write_replaces_content(tmp_path):
@@ -135,3 +135,46 @@ def test_new_write_removes_stale_temporaries_only(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted([*kept, "datalist.json"])
     for name, content in kept.items():
         assert (tmp_path / name).read_bytes() == content
+
+
+_BLOCKED_FOLDER = """
+import sys, time
+from pathlib import Path
+from sasnet_components.utils.io import temporary_dir
+
+with temporary_dir(sys.argv[1], "sasnet_la") as tmp:
+    (tmp / "models").mkdir()
+    (tmp / "models" / "model.ts").write_bytes(b"half written")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_temporary_dir_is_removed_after_use_on_error_and_on_sigterm(tmp_path):
+    with temporary_dir(tmp_path, "sasnet_la") as tmp:
+        assert tmp.is_dir() and tmp.name.startswith(f".sasnet-tmp.{_host_field()}.{os.getpid()}.sasnet_la.")
+        (tmp / "configs").mkdir()
+        (tmp / "configs" / "train.yaml").write_text("a: 1\n")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(RuntimeError, match="export failed"):
+        with temporary_dir(tmp_path, "sasnet_la") as tmp:
+            (tmp / "model.ts").write_bytes(b"partial")
+            raise RuntimeError("export failed")
+    assert os.listdir(tmp_path) == []
+    result = terminate_while_writing(_BLOCKED_FOLDER, tmp_path)
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_temporary_dir_removes_stale_temporary_folders_only(tmp_path):
+    host, dead = _host_field(), _dead_pid()
+    stale = tmp_path / f".sasnet-tmp.{host}.{dead}.sasnet_la.abcd1234"
+    (stale / "models").mkdir(parents=True)
+    (stale / "models" / "model.ts").write_bytes(b"orphan")
+    user = tmp_path / ".sasnet_la.old-abcd1234" / "sasnet_la"  # a previous export waiting between two renames
+    user.mkdir(parents=True)
+    (user / "notes.txt").write_text("kept")
+    with temporary_dir(tmp_path, "sasnet_la"):
+        pass
+    assert sorted(os.listdir(tmp_path)) == [".sasnet_la.old-abcd1234"]
+    assert (user / "notes.txt").read_text() == "kept"

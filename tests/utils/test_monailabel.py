@@ -97,6 +97,26 @@ def test_overwrite_replaces_an_earlier_export_only_on_request(checkpoint, tmp_pa
     assert sorted(p.name for p in out.parent.iterdir()) == ["sasnet_la"]  # no temporary folders left
 
 
+def test_failed_replacement_puts_the_earlier_export_back(checkpoint, tmp_path, monkeypatch):
+    out = tmp_path / "app" / "model" / "sasnet_la"
+    export_monailabel_bundle(BUNDLE, checkpoint, out, **SMALL)
+    before = _snapshot(out)
+    real_replace, moves = os.replace, []
+
+    def replace(src, dst):  # the earlier export moves aside, then the new one fails to move in
+        moves.append(Path(dst).name)
+        if len(moves) == 2:
+            raise OSError("disk full")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        export_monailabel_bundle(BUNDLE, checkpoint, out, overwrite=True, **SMALL)
+    monkeypatch.undo()
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in out.parent.iterdir()) == ["sasnet_la"]  # neither the new nor the aside folder left
+
+
 def test_overwrite_refuses_a_users_folder(checkpoint, tmp_path):
     user = tmp_path / "thesis"
     (user / "sub").mkdir(parents=True)
