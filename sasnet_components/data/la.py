@@ -712,7 +712,7 @@ def prepare_la(
         raise FileExistsError(
             f"'{datalist_path}' exists and was not written by prepare_la (its SHA-256 is not the one recorded in "
             f"'{manifest_path}': written by someone else or by an older version, or edited since); pass --overwrite "
-            "(overwrite=True) to replace it, or choose another --datalist_name or --output_dir."
+            "(overwrite=True) to replace it (it also rewrites every case), or choose another --datalist_name or --output_dir."
         )
 
     # --- locate cases -------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset, Sampler
 __all__ = ["SeededDataset", "TwoStreamBatchSampler"]
 
 
-class TwoStreamBatchSampler(Sampler[List[int]]):
+class TwoStreamBatchSampler(Sampler[List[Union[int, Tuple[int, int]]]]):
     """Batches of `labeled_batch_size` labeled and `batch_size - labeled_batch_size` unlabeled indices.
 
     An epoch is one pass over the labeled indices in a random order (``len(labeled) //
