@@ -2,10 +2,12 @@
 
 A write goes to a temporary file in the folder of the final file, named
 ``.sasnet-tmp.<host>.<pid>.<final name>.<random><suffix>``, which is moved over the final name when
-the write has succeeded. The temporary file is removed when the write raises (``KeyboardInterrupt``
-from Ctrl-C included) or the process gets SIGTERM. A process killed without a chance to clean up
-(SIGKILL, power loss) leaves its temporary files; the first write of a later process into the same
-folder removes them (see :func:`atomic_path`). Files not named by this pattern are never removed.
+the write has succeeded. The writing process holds an exclusive ``flock`` on its temporary file
+while it writes. The temporary file is removed when the write raises (``KeyboardInterrupt`` from
+Ctrl-C included) or the process gets SIGTERM. A process killed without a chance to clean up
+(SIGKILL, power loss) leaves its temporary files, and the kernel releases its locks; the first write
+of a later process into the same folder removes them (see :func:`atomic_path`). Files not named by
+this pattern are never removed.
 """
 
 from __future__ import annotations
@@ -25,11 +27,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Iterator, Optional, Union
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: liveness from host, PID and age only
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = ["atomic_path", "atomic_write_text", "current_umask", "sha256_file", "temporary_dir"]
 
 logger = logging.getLogger(__name__)
 
-_STALE_AGE_S = 24 * 3600  # a temporary file unmodified for a day is stale, whatever its host and process
+_STALE_AGE_S = 24 * 3600  # without locks: a temporary file unmodified for a day is stale, whatever its host and process
+_FRESH_S = 60  # a temporary modified within the last minute is never removed (it may not be locked yet)
 _MARK = ".sasnet-tmp"
 _NAME = re.compile(re.escape(_MARK) + r"\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>[1-9][0-9]{0,8})\.")
 _live: set[str] = set()  # this process's temporary files being written (absolute paths)
@@ -65,15 +73,49 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
+def _lock(fd: int) -> None:
+    """Hold an exclusive ``flock`` on `fd` (a temporary being written) where the file system has locks."""
+    if fcntl is not None:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _locked(path: str) -> Optional[bool]:
+    """Whether a process holds the ``flock`` of `path`; None where that cannot be told (no locks)."""
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # releases the lock just taken
+
+
 def _is_stale(entry: os.DirEntry, host: str, now: float) -> bool:
-    """Whether `entry` is a temporary file or folder of this module that no process is writing: its
-    process on this host no longer exists, or it was last modified more than a day ago."""
+    """Whether `entry` is a temporary file or folder of this module that no process is writing.
+
+    Never one modified within the last minute. Otherwise: stale when no process holds its lock;
+    where locks cannot be told, when its process on this host no longer exists or it was last
+    modified more than a day ago (whether a process on another host exists cannot be checked).
+    """
     match = _NAME.match(entry.name)
     if match is None or not (entry.is_file(follow_symlinks=False) or entry.is_dir(follow_symlinks=False)):
         return False
-    if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_AGE_S:
-        return True
-    return match["host"] == host and not _pid_exists(int(match["pid"]))
+    age = now - entry.stat(follow_symlinks=False).st_mtime
+    if age < _FRESH_S:
+        return False
+    locked = _locked(entry.path)
+    if locked is not None:
+        return not locked
+    return age > _STALE_AGE_S or (match["host"] == host and not _pid_exists(int(match["pid"])))
 
 
 def _remove_stale_temporaries(folder: str) -> None:
@@ -132,9 +174,10 @@ def atomic_path(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterator
 
     On an exception or SIGTERM the temporary file is removed and `path` keeps its previous content.
     The file gets the permissions a plain ``open(path, "w")`` would give (``0o666`` minus the umask).
-    The first call for a folder in a process also removes the temporary files that interrupted
-    writes left there: those of a process of this host that no longer exists, and those of any host
-    unmodified for a day (whether a process on another host exists cannot be checked).
+    The temporary file is locked (``flock``) while the caller writes it. The first call for a folder
+    in a process also removes the temporary files that interrupted writes left there: those not
+    modified for a minute whose lock no process holds (where the file system has no locks: those of
+    a process of this host that no longer exists, and those of any host unmodified for a day).
 
     Args:
         path: the final file.
@@ -151,14 +194,15 @@ def atomic_path(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterator
     _handle_sigterm()
     fd, name = tempfile.mkstemp(dir=folder, prefix=f"{_MARK}.{_host()}.{os.getpid()}.{target.name}.", suffix=suffix)
     _live.add(name)
-    os.close(fd)
     tmp = Path(name)
     try:
+        _lock(fd)  # held while the caller writes through its own file objects (same file)
         _remove_stale_temporaries(folder)
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
     finally:
+        os.close(fd)
         tmp.unlink(missing_ok=True)
         _live.discard(name)
 
@@ -179,10 +223,13 @@ def temporary_dir(parent: Union[str, os.PathLike], name: str) -> Iterator[Path]:
     _handle_sigterm()
     path = tempfile.mkdtemp(dir=folder, prefix=f"{_MARK}.{_host()}.{os.getpid()}.{name}.")
     _live.add(path)
+    fd = os.open(path, os.O_RDONLY)
     try:
+        _lock(fd)
         _remove_stale_temporaries(folder)
         yield Path(path)
     finally:
+        os.close(fd)
         if os.path.lexists(path):
             _remove(path)
         _live.discard(path)

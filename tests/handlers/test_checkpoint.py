@@ -257,11 +257,11 @@ def test_sigterm_during_save_removes_temporary(tmp_path: Path):
 
 
 def test_first_save_removes_stale_temporaries_only(tmp_path: Path):
-    kept = stale_and_kept_files(tmp_path)
-    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": _net(1.0)}, save_final=True, final_filename="model.pt")
-    engine = _engine()
-    saver.attach(engine)
-    engine.run([0, 1], max_epochs=1)
+    with stale_and_kept_files(tmp_path) as kept:
+        saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": _net(1.0)}, save_final=True, final_filename="model.pt")
+        engine = _engine()
+        saver.attach(engine)
+        engine.run([0, 1], max_epochs=1)
     assert sorted(os.listdir(tmp_path)) == sorted([*kept, "model.pt"])
     for name, content in kept.items():
         assert (tmp_path / name).read_bytes() == content

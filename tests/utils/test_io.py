@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import signal
@@ -8,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -56,28 +59,47 @@ def _dead_pid() -> int:
     return child.pid
 
 
-def stale_and_kept_files(folder: Path) -> dict[str, bytes]:
-    """Fill `folder` with two temporaries of this project that a new write must remove and with
-    files it must keep; return the kept ones (name -> content)."""
+def _age(path: Path, seconds: float) -> None:
+    """Set the modification time of `path` to `seconds` ago."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+@contextlib.contextmanager
+def stale_and_kept_files(folder: Path) -> Iterator[dict[str, bytes]]:
+    """Fill `folder` with temporaries of this project that a new write must remove and with files it
+    must keep; yield the kept ones (name -> content) while two of them are locked as by live writers."""
     host, dead = _host_field(), _dead_pid()
     stale = [
-        f".sasnet-tmp.{host}.{dead}.image.nii.gz.abcd1234.nii.gz",  # this host, process gone
-        f".sasnet-tmp.other-host.{os.getpid()}.model.pt.abcd1234.tmp",  # another host, 2 days old
+        f".sasnet-tmp.{host}.{dead}.image.nii.gz.abcd1234.nii.gz",  # this host, process gone, unlocked
+        f".sasnet-tmp.other-host.{os.getpid()}.model.pt.abcd1234.tmp",  # another host, unlocked
     ]
+    locked = {
+        f".sasnet-tmp.{host}.{os.getpid()}.label.nii.gz.abcd1234.nii.gz": b"this live process",
+        # the same host name, a PID this process cannot see: another container writing to a shared folder
+        f".sasnet-tmp.{host}.{dead}.model.pt.ijkl9012.tmp": b"another container's live write",
+    }
     kept = {
-        f".sasnet-tmp.{host}.{os.getpid()}.label.nii.gz.abcd1234.nii.gz": b"live process",
-        f".sasnet-tmp.other-host.{dead}.model.pt.efgh5678.tmp": b"another host, fresh",
+        **locked,
+        f".sasnet-tmp.other-host.{dead}.model.pt.efgh5678.tmp": b"unlocked, but written a moment ago",
         "tmpabcd1234": b"ignite-like name",
         "notes.txt": b"user notes",
         ".hidden.tmp": b"user hidden file",
     }
     for name in stale:
         (folder / name).write_bytes(b"orphan")
-    two_days_ago = time.time() - 2 * 24 * 3600
-    os.utime(folder / stale[1], (two_days_ago, two_days_ago))
     for name, content in kept.items():
         (folder / name).write_bytes(content)
-    return kept
+    for name in [*stale, *locked, "tmpabcd1234", "notes.txt", ".hidden.tmp"]:
+        _age(folder / name, 120)  # older than the minute a fresh temporary is left alone
+    fds = [os.open(folder / name, os.O_RDONLY) for name in locked]
+    try:
+        for fd in fds:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the writers of these temporaries hold them
+        yield kept
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def terminate_while_writing(script: str, folder: Path) -> subprocess.CompletedProcess:
@@ -130,8 +152,8 @@ def test_sigterm_during_write_removes_temporary(tmp_path):
 
 
 def test_new_write_removes_stale_temporaries_only(tmp_path):
-    kept = stale_and_kept_files(tmp_path)
-    atomic_write_text(tmp_path / "datalist.json", "{}")
+    with stale_and_kept_files(tmp_path) as kept:
+        atomic_write_text(tmp_path / "datalist.json", "{}")
     assert sorted(os.listdir(tmp_path)) == sorted([*kept, "datalist.json"])
     for name, content in kept.items():
         assert (tmp_path / name).read_bytes() == content
@@ -171,6 +193,7 @@ def test_temporary_dir_removes_stale_temporary_folders_only(tmp_path):
     stale = tmp_path / f".sasnet-tmp.{host}.{dead}.sasnet_la.abcd1234"
     (stale / "models").mkdir(parents=True)
     (stale / "models" / "model.ts").write_bytes(b"orphan")
+    _age(stale, 120)
     user = tmp_path / ".sasnet_la.old-abcd1234" / "sasnet_la"  # a previous export waiting between two renames
     user.mkdir(parents=True)
     (user / "notes.txt").write_text("kept")
