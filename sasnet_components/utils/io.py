@@ -169,6 +169,31 @@ def _handle_sigterm() -> None:
 
 
 @contextlib.contextmanager
+def _temporary(parent: Union[str, os.PathLike], name: str, suffix: Optional[str] = None) -> Iterator[Path]:
+    """A new temporary file (`suffix` given) or folder (``None``) in `parent`, named by this module's
+    pattern, locked and registered for SIGTERM while in use, removed at the end if still there; the
+    first one in a folder also removes the stale temporaries there."""
+    folder = os.path.abspath(parent)
+    _handle_sigterm()
+    prefix = f"{_MARK}.{_host()}.{os.getpid()}.{name}."
+    if suffix is None:
+        path = tempfile.mkdtemp(dir=folder, prefix=prefix)
+        fd = os.open(path, os.O_RDONLY)
+    else:
+        fd, path = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=suffix)
+    _live.add(path)
+    try:
+        _lock(fd)  # held while the caller writes through its own file objects (same file or folder)
+        _remove_stale_temporaries(folder)
+        yield Path(path)
+    finally:
+        os.close(fd)
+        if os.path.lexists(path):
+            _remove(path)
+        _live.discard(path)
+
+
+@contextlib.contextmanager
 def atomic_path(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path in the folder of `path`; on success move it over `path` (``os.replace``).
 
@@ -190,21 +215,10 @@ def atomic_path(path: Union[str, os.PathLike], suffix: str = ".tmp") -> Iterator
             tmp.write_text(text)
     """
     target = Path(path)
-    folder = os.path.abspath(target.parent)
-    _handle_sigterm()
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f"{_MARK}.{_host()}.{os.getpid()}.{target.name}.", suffix=suffix)
-    _live.add(name)
-    tmp = Path(name)
-    try:
-        _lock(fd)  # held while the caller writes through its own file objects (same file)
-        _remove_stale_temporaries(folder)
+    with _temporary(target.parent, target.name, suffix) as tmp:
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, target)
-    finally:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        _live.discard(name)
 
 
 @contextlib.contextmanager
@@ -219,20 +233,8 @@ def temporary_dir(parent: Union[str, os.PathLike], name: str) -> Iterator[Path]:
         parent: the folder that will hold the result.
         name: the result's name, part of the temporary name.
     """
-    folder = os.path.abspath(parent)
-    _handle_sigterm()
-    path = tempfile.mkdtemp(dir=folder, prefix=f"{_MARK}.{_host()}.{os.getpid()}.{name}.")
-    _live.add(path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        _lock(fd)
-        _remove_stale_temporaries(folder)
-        yield Path(path)
-    finally:
-        os.close(fd)
-        if os.path.lexists(path):
-            _remove(path)
-        _live.discard(path)
+    with _temporary(parent, name) as path:
+        yield path
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:
