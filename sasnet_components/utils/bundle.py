@@ -8,7 +8,7 @@ import logging
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
@@ -323,8 +323,7 @@ def log_validation_plan(
     interval: int,
     start: int,
     roi_size: Sequence[int],
-    stride: Optional[Sequence[int]],
-    overlap: float,
+    overlap: Union[float, Sequence[float]],
     select_best: bool,
     mode: str = "constant",
     amp: bool = False,
@@ -342,8 +341,8 @@ def log_validation_plan(
         interval: iterations between validations.
         start: iteration of the first validation.
         roi_size: sliding-window size.
-        stride: sliding-window stride, or ``None`` when `overlap` sets it.
-        overlap: sliding-window overlap used when `stride` is ``None``.
+        overlap: the sliding-window inferer's overlap, one value or one per axis; the stride is
+            MONAI's ``max(int(roi * (1 - overlap)), 1)`` per axis.
         select_best: whether the best model on these cases becomes ``model.pt``.
         mode: sliding-window blending, ``"constant"`` (uniform weights) or ``"gaussian"``.
         amp: whether validation runs in mixed precision.
@@ -351,7 +350,8 @@ def log_validation_plan(
     Returns:
         The message logged.
     """
-    steps = list(stride) if stride is not None else [max(int(r * (1 - overlap)), 1) for r in roi_size]
+    overlaps = [overlap] * len(roi_size) if isinstance(overlap, numbers.Real) else list(overlap)
+    steps = [max(int(r * (1 - o)), 1) for r, o in zip(roi_size, overlaps)]
     weights = "uniform weights" if mode == "constant" else f"{mode} weights"
     window = f"sliding window {'x'.join(map(str, roi_size))}, stride {'/'.join(map(str, steps))}, {weights}"
     window += ", mixed precision" if amp else ", float32"

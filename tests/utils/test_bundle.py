@@ -8,6 +8,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
+from sasnet_components.data.sliding_window import overlap_for_stride
 from sasnet_components.utils.bundle import (
     TrainingSettings,
     bundle_root,
@@ -209,7 +210,9 @@ def test_all_bad_settings_in_one_message():
 # ---------------------------------------------------------------------- log_validation_plan
 def test_paper_plan_is_a_warning_naming_test_cases_schedule_and_window(caplog):
     with caplog.at_level("INFO", logger="sasnet_components.utils.bundle"):
-        message = log_validation_plan("paper", 20, 50, 100, [112, 112, 80], [18, 18, 4], 0.5, True)
+        message = log_validation_plan(
+            "paper", 20, 50, 100, [112, 112, 80], overlap_for_stride([112, 112, 80], [18, 18, 4]), True
+        )
     assert caplog.records[-1].levelname == "WARNING"
     assert message == (
         "protocol 'paper': validating every 50 iterations from iteration 100 on 20 TEST cases (sliding window "
@@ -219,7 +222,7 @@ def test_paper_plan_is_a_warning_naming_test_cases_schedule_and_window(caplog):
 
 
 def test_paper_plan_says_where_it_differs_from_the_reference():
-    message = log_validation_plan("paper", 20, 1000, 1000, [112, 112, 80], None, 0.5, True, mode="gaussian", amp=True)
+    message = log_validation_plan("paper", 20, 1000, 1000, [112, 112, 80], 0.5, True, mode="gaussian", amp=True)
     assert "stride 56/56/40, gaussian weights, mixed precision" in message  # int(112 * 0.5), int(80 * 0.5)
     assert message.endswith(
         "in {'interval': 1000, 'start': 1000, 'stride': [56, 56, 40], 'mode': 'gaussian', 'amp': True}."
@@ -228,13 +231,13 @@ def test_paper_plan_says_where_it_differs_from_the_reference():
 
 def test_default_plan_is_information(caplog):
     with caplog.at_level("INFO", logger="sasnet_components.utils.bundle"):
-        message = log_validation_plan("default", 8, 1000, 1000, [112, 112, 80], None, 0.5, False)
+        message = log_validation_plan("default", 8, 1000, 1000, [112, 112, 80], 0.5, False)
     assert caplog.records[-1].levelname == "INFO"
     assert message == (
         "protocol 'default': validating every 1000 iterations from iteration 1000 on 8 validation cases (sliding "
         "window 112x112x80, stride 56/56/40, uniform weights, float32); the final model is reported."
     )
-    assert log_validation_plan("default", 0, 1000, 1000, [112, 112, 80], None, 0.5, False).startswith(
+    assert log_validation_plan("default", 0, 1000, 1000, [112, 112, 80], 0.5, False).startswith(
         "protocol 'default': no validation cases"
     )
 
