@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 import fire
 
+from sasnet_components.data.checks import exception_message
 from sasnet_components.utils import as_bool, export_monailabel_bundle, prepare_monailabel_app
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "la"
@@ -70,5 +71,5 @@ if __name__ == "__main__":
     try:
         fire.Fire(export)
     except (FileExistsError, FileNotFoundError, KeyError, ValueError) as e:  # the caller's mistake, not a bug
-        print(f"export_monailabel.py: error: {e.args[0] if isinstance(e, KeyError) else e}", file=sys.stderr)
+        print(f"export_monailabel.py: error: {exception_message(e)}", file=sys.stderr)
         sys.exit(2)
