@@ -55,4 +55,4 @@ def test_unknown_option_in_config_names_the_choices():
     parser = ConfigParser({"sar": {"_target_": "sasnet_components.SARFusion", "mode": "averaged"}})
     with pytest.raises(RuntimeError) as err:
         parser.get_parsed_content("sar")
-    assert "Unsupported option 'averaged'" in str(err.value.__cause__) + str(err.value)
+    assert str(err.value.__cause__) == "SARFusion's `mode` must be one of ['paper', 'running'], got 'averaged'."

@@ -7,6 +7,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from sasnet_components.utils.errors import InputPermissionError, InvalidInputError, MissingInputError
+
 __all__ = ["error_reason", "exception_message", "nonfinite_message", "read_error"]
 
 
@@ -64,16 +66,19 @@ def read_error(subject: str, error: BaseException) -> Exception:
         error: the reader's exception.
 
     Returns:
-        ``FileNotFoundError`` or ``PermissionError`` when `error` is one (callers may handle them),
-        else ``ValueError``; the message is ``"<subject>: <reason> (<type of error>)"`` (see
+        :class:`~sasnet_components.utils.errors.MissingInputError` (a ``FileNotFoundError``) or
+        :class:`~sasnet_components.utils.errors.InputPermissionError` (a ``PermissionError``) when
+        `error` is one of those (callers may handle them), else
+        :class:`~sasnet_components.utils.errors.InvalidInputError` (a ``ValueError``); the message is ``"<subject>: <reason> (<type of error>)"`` (see
         :func:`error_reason`). Raise it ``from error``.
 
     Example:
         >>> read_error("cannot read '/x.nii.gz'", EOFError("stream ended"))
-        ValueError("cannot read '/x.nii.gz': stream ended (EOFError)")
+        InvalidInputError("cannot read '/x.nii.gz': stream ended (EOFError)")
     """
     message = f"{subject}: {error_reason(error)}"
-    for kind in (FileNotFoundError, PermissionError):
-        if isinstance(error, kind):
-            return kind(message)
-    return ValueError(message)
+    if isinstance(error, FileNotFoundError):
+        return MissingInputError(message)
+    if isinstance(error, PermissionError):
+        return InputPermissionError(message)
+    return InvalidInputError(message)

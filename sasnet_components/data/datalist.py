@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from monai.utils import look_up_option
+from sasnet_components.utils.errors import InvalidInputError, MissingInputError, UnknownKeyError, check_option
 
 __all__ = ["PROTOCOLS", "evaluation_datalist", "semi_supervised_datalists"]
 
@@ -29,7 +29,7 @@ def _read_datalist(datalist_file: str) -> Dict[str, List[Dict[str, Any]]]:
     """The four lists of a datalist JSON with paths resolved against its folder."""
     path = Path(datalist_file)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"datalist {str(path)!r} does not exist; create it with `python scripts/prepare_la.py --input_dir <LA data> "
             f"--output_dir <dataset_dir>` and pass `--dataset_dir <dataset_dir>`."
         )
@@ -37,7 +37,7 @@ def _read_datalist(datalist_file: str) -> Dict[str, List[Dict[str, Any]]]:
         datalist = json.load(f)
     missing = [k for k in _REQUIRED if k not in datalist]
     if missing:
-        raise KeyError(f"datalist {str(path)!r} lacks {missing}; expected the lists {list(_REQUIRED)}.")
+        raise UnknownKeyError(f"datalist {str(path)!r} lacks {missing}; expected the lists {list(_REQUIRED)}.")
     base = path.parent.resolve()  # absolute paths, whatever the working directory later
     return {k: [_resolve(item, base, ("image", "label")) for item in datalist[k]] for k in _REQUIRED}
 
@@ -56,13 +56,13 @@ def evaluation_datalist(datalist_file: str, name: str = "validation") -> List[Di
         FileNotFoundError: missing datalist (names ``scripts/prepare_la.py``).
         ValueError: unknown or empty list, or an item without a label.
     """
-    name = look_up_option(name, ("validation", "test", "labeled"))
+    name = check_option(name, ("validation", "test", "labeled"), "the evaluation list (`eval_list`)")
     items = _read_datalist(datalist_file)[name]
     if not items:
-        raise ValueError(f"the {name!r} list of {datalist_file!r} is empty; nothing to evaluate.")
+        raise InvalidInputError(f"the {name!r} list of {datalist_file!r} is empty; nothing to evaluate.")
     unlabeled = [item["case_id"] for item in items if "label" not in item]
     if unlabeled:
-        raise ValueError(f"cases {unlabeled[:5]} of the {name!r} list have no label to evaluate against.")
+        raise InvalidInputError(f"cases {unlabeled[:5]} of the {name!r} list have no label to evaluate against.")
     return items
 
 
@@ -107,21 +107,21 @@ def semi_supervised_datalists(
             labels, a validation case among the labeled ones, or the ``"paper"`` protocol without
             test cases.
     """
-    protocol = look_up_option(protocol, PROTOCOLS)
+    protocol = check_option(protocol, PROTOCOLS, "`protocol`")
     path = Path(datalist_file)
     lists = _read_datalist(datalist_file)
     pool = lists["labeled"] + lists["unlabeled"]
     n_labeled = len(lists["labeled"]) if num_labeled is None else int(num_labeled)
     if not 1 <= n_labeled <= len(pool):
-        raise ValueError(f"`num_labeled` must be in [1, {len(pool)}] (the training pool of {str(path)!r}), got {n_labeled}.")
+        raise InvalidInputError(f"`num_labeled` must be in [1, {len(pool)}] (the training pool of {str(path)!r}), got {n_labeled}.")
     without_label = [item["case_id"] for item in pool[:n_labeled] if "label" not in item]
     if without_label:
-        raise ValueError(f"`num_labeled`={n_labeled} needs labels for cases {without_label[:5]}, which have none in the datalist.")
+        raise InvalidInputError(f"`num_labeled`={n_labeled} needs labels for cases {without_label[:5]}, which have none in the datalist.")
 
     if protocol == "paper":
         validation = lists["test"]
         if not validation:
-            raise ValueError(
+            raise InvalidInputError(
                 f"protocol 'paper' validates on the test list, but datalist {str(path)!r} has no test cases present."
             )
     else:
@@ -131,7 +131,7 @@ def semi_supervised_datalists(
     val_ids = {item["case_id"] for item in validation}
     leaked = sorted(val_ids & {item["case_id"] for item in labeled})
     if leaked and (protocol == "paper" or select_best):
-        raise ValueError(f"validation cases {leaked[:5]} are among the {n_labeled} labeled training cases.")
+        raise InvalidInputError(f"validation cases {leaked[:5]} are among the {n_labeled} labeled training cases.")
     unlabeled = []
     for item in pool[n_labeled:]:
         if select_best and item["case_id"] in val_ids:
@@ -142,7 +142,7 @@ def semi_supervised_datalists(
         for item in labeled + unlabeled + validation:
             for key in ("image", "label"):
                 if key in item and not os.path.exists(item[key]):
-                    raise FileNotFoundError(
+                    raise MissingInputError(
                         f"case {item['case_id']}: {key} file {item[key]!r} listed in {str(path)!r} does not exist; "
                         "re-run scripts/prepare_la.py."
                     )

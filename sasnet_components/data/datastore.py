@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from sasnet_components.utils.errors import InvalidInputError, MissingInputError
+
 __all__ = ["datastore_datalists"]
 
 logger = logging.getLogger(__name__)
@@ -34,13 +36,13 @@ def _check_items(items: Sequence[Mapping[str, Any]], name: str, keys: Sequence[s
     out = []
     for i, item in enumerate(items):
         if not isinstance(item, Mapping):
-            raise ValueError(f"{name}[{i}] must be a dict with keys {list(keys)}, got {type(item).__name__}.")
+            raise InvalidInputError(f"{name}[{i}] must be a dict with keys {list(keys)}, got {type(item).__name__}.")
         missing = [k for k in keys if k not in item]
         if missing:
-            raise ValueError(f"{name}[{i}] has no {missing} entry; expected keys {list(keys)}, got {sorted(item)}.")
+            raise InvalidInputError(f"{name}[{i}] has no {missing} entry; expected keys {list(keys)}, got {sorted(item)}.")
         for k in keys:
             if not os.path.isfile(item[k]):
-                raise FileNotFoundError(f"{name}[{i}]: {k} file {item[k]!r} does not exist.")
+                raise MissingInputError(f"{name}[{i}]: {k} file {item[k]!r} does not exist.")
         out.append(dict(item))
     return out
 
@@ -76,7 +78,7 @@ def datastore_datalists(
         FileNotFoundError: a listed file or a folder of `image_dirs` that does not exist.
     """
     if len(labeled) == 0:
-        raise ValueError(
+        raise InvalidInputError(
             "no labeled image/label pair: SASNet training needs at least one labeled image in the datastore "
             "(MONAI Label passes them as `train#dataset#data`; check its `val_split` did not take them all)."
         )
@@ -90,7 +92,7 @@ def datastore_datalists(
                 dirs.append(folder)
     for folder in dirs:
         if not folder.is_dir():
-            raise FileNotFoundError(f"image folder {str(folder)!r} (searched for unlabeled images) does not exist.")
+            raise MissingInputError(f"image folder {str(folder)!r} (searched for unlabeled images) does not exist.")
 
     taken = {Path(item["image"]).resolve() for item in labeled_items + validation_items}
     unlabeled_paths = sorted(
@@ -102,7 +104,7 @@ def datastore_datalists(
         and path.resolve() not in taken
     )
     if not unlabeled_paths:
-        raise ValueError(
+        raise InvalidInputError(
             f"no unlabeled image (names ending in {list(extensions)}, without a label) in {[str(d) for d in dirs]}: "
             "SASNet trains on labeled and unlabeled images; add unlabeled scans to the datastore."
         )
@@ -112,7 +114,7 @@ def datastore_datalists(
     seen: Dict[str, str] = {}
     for item in train:
         if item["case_id"] in seen:
-            raise ValueError(
+            raise InvalidInputError(
                 f"case id {item['case_id']!r} of {item['image']!r} is also the id of {seen[item['case_id']]!r}; "
                 "image file names (without extension) must be unique."
             )

@@ -72,6 +72,7 @@ import nibabel as nib
 import numpy as np
 
 from sasnet_components.data.checks import exception_message, nonfinite_message, read_error
+from sasnet_components.utils.errors import InvalidInputError, MissingInputError, OutputExistsError, UnknownKeyError
 from sasnet_components.utils.io import atomic_path, atomic_write_text, sha256_file
 
 __all__ = [
@@ -154,12 +155,12 @@ def detect_layout(input_dir: PathLike) -> str:
     """
     root = Path(input_dir)
     if not root.is_dir():
-        raise FileNotFoundError(f"`input_dir` '{root}' does not exist or is not a directory; {_LAYOUTS_HELP}.")
+        raise MissingInputError(f"`input_dir` '{root}' does not exist or is not a directory; {_LAYOUTS_HELP}.")
     if _has_case_file(root / H5_CASE_FOLDER, _H5_FILE):
         return "h5"
     if any(_has_case_file(root / sub if sub else root, _RAW_IMAGE) for sub in _RAW_TRAIN_FOLDERS):
         return "raw"
-    raise FileNotFoundError(f"`input_dir` '{root}' holds no LA case files; {_LAYOUTS_HELP}.")
+    raise MissingInputError(f"`input_dir` '{root}' holds no LA case files; {_LAYOUTS_HELP}.")
 
 
 def read_id_list(path: PathLike) -> list[str]:
@@ -177,12 +178,12 @@ def read_id_list(path: PathLike) -> list[str]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"case id list '{path}' does not exist.")
+        raise MissingInputError(f"case id list '{path}' does not exist.")
     ids = [line.strip() for line in path.read_text().splitlines()]
     ids = [i for i in ids if i]
     dups = sorted(i for i, n in Counter(ids).items() if n > 1)
     if dups:
-        raise ValueError(f"case id list '{path}' must not repeat ids, got duplicates {dups}.")
+        raise InvalidInputError(f"case id list '{path}' must not repeat ids, got duplicates {dups}.")
     return ids
 
 
@@ -221,12 +222,12 @@ def label_crop_box(
             non-negative integers.
     """
     if label.ndim != 3:
-        raise ValueError(f"`label` must be a 3D array (X, Y, Z), got shape {tuple(label.shape)}.")
+        raise InvalidInputError(f"`label` must be a 3D array (X, Y, Z), got shape {tuple(label.shape)}.")
     if len(margin_range) != 2 or not 0 <= int(margin_range[0]) <= int(margin_range[1]):
-        raise ValueError(f"`margin_range` must be (low, high) with 0 <= low <= high, got {tuple(margin_range)}.")
+        raise InvalidInputError(f"`margin_range` must be (low, high) with 0 <= low <= high, got {tuple(margin_range)}.")
     fg = np.nonzero(label)
     if fg[0].size == 0:
-        raise ValueError("`label` has no foreground voxel; the crop box is defined by the label's bounding box.")
+        raise InvalidInputError("`label` has no foreground voxel; the crop box is defined by the label's bounding box.")
     box = []
     for axis in (0, 1):
         lo, hi = int(fg[axis].min()), int(fg[axis].max())
@@ -273,19 +274,19 @@ def preprocess_raw_case(
     image = np.asarray(image)
     label = np.asarray(label)
     if image.shape != label.shape:
-        raise ValueError(
+        raise InvalidInputError(
             f"`image` and `label` must have the same shape, got image {tuple(image.shape)} "
             f"and label {tuple(label.shape)}."
         )
     if image.ndim != 3:
-        raise ValueError(f"`image` must be a 3D array (X, Y, Z), got shape {tuple(image.shape)}.")
+        raise InvalidInputError(f"`image` must be a 3D array (X, Y, Z), got shape {tuple(image.shape)}.")
     binary = (label == 255).astype(np.uint8)
     if not binary.any():
         values = np.unique(label)[:5].tolist()
-        raise ValueError(f"`label` must contain atrium voxels of value 255, got values {values}.")
+        raise InvalidInputError(f"`label` must contain atrium voxels of value 255, got values {values}.")
     std = float(np.std(image, dtype=np.float64))
     if std == 0.0 or not np.isfinite(std):
-        raise ValueError(f"`image` must have a positive finite standard deviation for z-scoring, got {std}.")
+        raise InvalidInputError(f"`image` must have a positive finite standard deviation for z-scoring, got {std}.")
     mean = float(np.mean(image, dtype=np.float64))
     (x0, x1), (y0, y1) = label_crop_box(binary, rng, min_extent=min_extent, margin_range=margin_range)
     out_image = ((image[x0:x1, y0:y1].astype(np.float64) - mean) / std).astype(np.float32)
@@ -321,22 +322,22 @@ def load_h5_case(path: PathLike, case_id: str = "") -> tuple[np.ndarray, np.ndar
         with h5py.File(path, "r") as f:
             missing = [k for k in ("image", "label") if k not in f]
             if missing:
-                raise KeyError(f"case '{case_id}': '{path}' must hold datasets 'image' and 'label', missing {missing}.")
+                raise UnknownKeyError(f"case '{case_id}': '{path}' must hold datasets 'image' and 'label', missing {missing}.")
             image = np.asarray(f["image"][()])
             label = np.asarray(f["label"][()])
     except OSError as e:  # h5py's error for a file that is not HDF5 or is damaged
         raise read_error(f"case '{case_id}': cannot read '{path}'", e) from e
     if image.shape != label.shape:
-        raise ValueError(
+        raise InvalidInputError(
             f"case '{case_id}': image and label must have the same shape, got image {tuple(image.shape)} "
             f"and label {tuple(label.shape)} in '{path}'."
         )
     if image.ndim != 3:
-        raise ValueError(f"case '{case_id}': image must be 3D (X, Y, Z), got shape {tuple(image.shape)} in '{path}'.")
+        raise InvalidInputError(f"case '{case_id}': image must be 3D (X, Y, Z), got shape {tuple(image.shape)} in '{path}'.")
     values = np.unique(label)
     bad = values[(values != 0) & (values != 1)]
     if bad.size:
-        raise ValueError(
+        raise InvalidInputError(
             f"case '{case_id}': label values must be in {{0, 1}}, got {values[:10].tolist()} in '{path}'."
         )
     return image.astype(np.float32, copy=False), label.astype(np.uint8, copy=False)
@@ -385,7 +386,7 @@ def load_raw_case(case_dir: PathLike, case_id: str = "") -> tuple[np.ndarray, np
     paths = [case_dir / _RAW_IMAGE, case_dir / _RAW_LABEL]
     for p in paths:
         if not p.is_file():
-            raise FileNotFoundError(f"case '{case_id}': expected raw file '{p}' is missing.")
+            raise MissingInputError(f"case '{case_id}': expected raw file '{p}' is missing.")
     read = []
     for p in paths:
         try:
@@ -394,7 +395,7 @@ def load_raw_case(case_dir: PathLike, case_id: str = "") -> tuple[np.ndarray, np
             raise read_error(f"case '{case_id}': cannot read '{p}'", e) from e
     (image, header), (label, _) = read
     if image.shape != label.shape:
-        raise ValueError(
+        raise InvalidInputError(
             f"case '{case_id}': image and label must have the same shape, got image {tuple(image.shape)} "
             f"and label {tuple(label.shape)} in '{case_dir}'."
         )
@@ -450,11 +451,11 @@ def build_datalist(
     """
     n_train = len(train_ids)
     if not _is_int(num_labeled) or not 1 <= num_labeled <= n_train:
-        raise ValueError(
+        raise InvalidInputError(
             f"`num_labeled` must be an integer in [1, {n_train}] (the number of training cases), got {num_labeled}."
         )
     if not _is_int(num_validation) or not 0 <= num_validation <= n_train:
-        raise ValueError(
+        raise InvalidInputError(
             f"`num_validation` must be an integer in [0, {n_train}] (the number of training cases), "
             f"got {num_validation}."
         )
@@ -571,7 +572,7 @@ def _read_case(
     for name, array in (("image", image), ("label", label)):
         problem = nonfinite_message(array)
         if problem is not None:
-            raise ValueError(f"case '{case_id}': {name} has {problem} in '{src}'; expected finite values.")
+            raise InvalidInputError(f"case '{case_id}': {name} has {problem} in '{src}'; expected finite values.")
     if layout == "raw":
         record["raw_shape"] = list(image.shape)
         try:
@@ -579,7 +580,7 @@ def _read_case(
                 image, label, np.random.default_rng(_case_seed(seed, case_id)), return_box=True
             )
         except ValueError as e:
-            raise ValueError(f"case '{case_id}' ('{src}'): {e}") from e
+            raise InvalidInputError(f"case '{case_id}' ('{src}'): {e}") from e
         record["crop_box"] = [list(b) for b in box]
     return image, label, spacing
 
@@ -648,14 +649,14 @@ def prepare_la(
         (16, 64)
     """
     if layout not in LA_LAYOUTS:
-        raise ValueError(f"`layout` must be one of {list(LA_LAYOUTS)}, got {layout!r}.")
+        raise InvalidInputError(f"`layout` must be one of {list(LA_LAYOUTS)}, got {layout!r}.")
     root = Path(input_dir).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"`input_dir` '{root}' does not exist or is not a directory; {_LAYOUTS_HELP}.")
+        raise MissingInputError(f"`input_dir` '{root}' does not exist or is not a directory; {_LAYOUTS_HELP}.")
     root = root.resolve()
     out = Path(output_dir).expanduser().resolve()
     if _is_within(out, root) or _is_within(root, out):
-        raise ValueError(
+        raise InvalidInputError(
             f"`output_dir` '{out}' must not be, lie inside or contain `input_dir` '{root}'; "
             "choose an output folder outside the input dataset."
         )
@@ -670,7 +671,7 @@ def prepare_la(
         train_ids = read_id_list(train_path)
         logger.info("train list '%s': %d ids", train_path, len(train_ids))
     elif train_list is not None or layout == "h5":
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"training id list '{train_path}' does not exist; the {layout} layout needs a train.list "
             "(one case id per line) in `input_dir` or passed as `train_list`."
         )
@@ -688,17 +689,17 @@ def prepare_la(
             len(train_ids),
         )
     if not train_ids:
-        raise ValueError(f"training id list '{train_path}' is empty.")
+        raise InvalidInputError(f"training id list '{train_path}' is empty.")
     if test_path.is_file():
         listed_test = read_id_list(test_path)
     elif test_list is not None:
-        raise FileNotFoundError(f"`test_list` '{test_path}' does not exist.")
+        raise MissingInputError(f"`test_list` '{test_path}' does not exist.")
     else:
         listed_test = []
         logger.info("no test list at '%s': the test split will be empty", test_path)
     both = sorted(set(train_ids) & set(listed_test))
     if both:
-        raise ValueError(f"ids must not be in both the training and the test list, got {both[:5]} in both.")
+        raise InvalidInputError(f"ids must not be in both the training and the test list, got {both[:5]} in both.")
     # validate the split numbers and the datalist's destination before any file is written
     build_datalist(train_ids, [], num_labeled, num_validation, source_layout=layout)
     manifest_path = out / "manifest.json"
@@ -709,7 +710,7 @@ def prepare_la(
         and datalist_path.exists()
         and (not datalist_path.is_file() or sha256_file(datalist_path) != recorded_datalists.get(datalist_name))
     ):
-        raise FileExistsError(
+        raise OutputExistsError(
             f"'{datalist_path}' exists and was not written by prepare_la (its SHA-256 is not the one recorded in "
             f"'{manifest_path}': written by someone else or by an older version, or edited since); pass --overwrite "
             "(overwrite=True) to replace it (it also rewrites every case), or choose another --datalist_name or --output_dir."
@@ -726,7 +727,7 @@ def prepare_la(
         src = _find_case(root, layout, case_id, train_folders)
         if src is None:
             primary = root / H5_CASE_FOLDER / case_id / _H5_FILE if layout == "h5" else root / case_id / _RAW_IMAGE
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"case '{case_id}' of the training list has no data: expected '{primary}' ({expected_where})."
             )
         sources.append((case_id, "train", src))
@@ -806,7 +807,7 @@ def prepare_la(
     )
     if refused:
         kept = " (the existing one is left as it was)" if datalist_path.exists() else ""
-        raise ValueError(
+        raise InvalidInputError(
             f"{len(refused)} of {len(sources)} cases refused, {datalist_name} not written{kept}: "
             + "; ".join(message.rstrip(".") for message in refused.values())
             + ". Fix or replace these files, or remove their ids from train.list / test.list, and run again "

@@ -13,6 +13,8 @@ import numpy as np
 from monai.transforms import Randomizable
 from torch.utils.data import Dataset, Sampler
 
+from sasnet_components.utils.errors import InputTypeError, InvalidInputError, UnknownKeyError
+
 __all__ = ["SeededDataset", "TwoStreamBatchSampler"]
 
 
@@ -66,22 +68,22 @@ class TwoStreamBatchSampler(Sampler[List[Union[int, Tuple[int, int]]]]):
         self.labeled = [int(i) for i in labeled_indices]
         self.unlabeled = [int(i) for i in unlabeled_indices]
         if not 1 <= labeled_batch_size <= batch_size:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`labeled_batch_size` must be in [1, batch_size={batch_size}], got {labeled_batch_size}."
             )
         if len(self.labeled) < labeled_batch_size:
-            raise ValueError(
+            raise InvalidInputError(
                 f"need at least `labeled_batch_size`={labeled_batch_size} labeled samples, got {len(self.labeled)}."
             )
         self.batch_size = batch_size
         self.labeled_batch_size = labeled_batch_size
         self.unlabeled_batch_size = batch_size - labeled_batch_size
         if self.unlabeled_batch_size > 0 and not self.unlabeled:
-            raise ValueError(
+            raise InvalidInputError(
                 f"batches take {self.unlabeled_batch_size} unlabeled samples but `unlabeled_indices` is empty."
             )
         if int(seed) < 0:
-            raise ValueError(f"`seed` must be >= 0, got {seed}.")
+            raise InvalidInputError(f"`seed` must be >= 0, got {seed}.")
         self.seed = int(seed)
         self.sample_seeds = bool(sample_seeds)
         self.epoch = 0
@@ -99,7 +101,7 @@ class TwoStreamBatchSampler(Sampler[List[Union[int, Tuple[int, int]]]]):
             ValueError: `start` outside ``[0, len(self))``.
         """
         if not 0 <= int(start) < len(self):
-            raise ValueError(f"`start` must be in [0, {len(self)}) batches of an epoch, got {start}.")
+            raise InvalidInputError(f"`start` must be in [0, {len(self)}) batches of an epoch, got {start}.")
         self.epoch, self.start = int(epoch), int(start)
 
     def state_dict(self) -> Dict[str, int]:
@@ -123,11 +125,11 @@ class TwoStreamBatchSampler(Sampler[List[Union[int, Tuple[int, int]]]]):
         mine = self.state_dict()
         missing = sorted(set(mine) - set(state_dict))
         if missing:
-            raise KeyError(f"TwoStreamBatchSampler state_dict is missing {missing}; expected keys {sorted(mine)}.")
+            raise UnknownKeyError(f"TwoStreamBatchSampler state_dict is missing {missing}; expected keys {sorted(mine)}.")
         differ = {k: (int(state_dict[k]), v) for k, v in mine.items() if k != "seed" and int(state_dict[k]) != v}
         if differ:
             text = ", ".join(f"{k} {saved} (saved) vs {now} (now)" for k, (saved, now) in differ.items())
-            raise ValueError(
+            raise InvalidInputError(
                 f"the checkpoint's batches were drawn with other pools or batch sizes: {text}; resume with the "
                 "datalist, num_labeled, batch_size and labeled_batch_size of the saved run."
             )
@@ -184,7 +186,7 @@ class SeededDataset(Dataset):
 
     def __init__(self, dataset: Dataset) -> None:
         if not isinstance(getattr(dataset, "transform", None), Randomizable):
-            raise TypeError(
+            raise InputTypeError(
                 f"`dataset` must have a randomizable `transform` (a monai.transforms.Compose), "
                 f"got {type(getattr(dataset, 'transform', None)).__name__}."
             )
@@ -197,7 +199,7 @@ class SeededDataset(Dataset):
         try:
             index, seed = (int(v) for v in item)
         except (TypeError, ValueError):
-            raise TypeError(
+            raise InputTypeError(
                 f"SeededDataset items are (index, seed) pairs, as TwoStreamBatchSampler(sample_seeds=True) yields; got {item!r}."
             ) from None
         self.dataset.transform.set_random_state(seed=seed)  # type: ignore[attr-defined]

@@ -21,16 +21,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from sasnet_components.utils.errors import InputTypeError, InvalidInputError
+
 __all__ = ["overlap_for_stride", "paper_window_positions"]
 
 
 def _as_int_tuple(value: Sequence[int], name: str) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"`{name}` must be a sequence of integers (one per spatial dim), got {value!r}.")
+        raise InputTypeError(f"`{name}` must be a sequence of integers (one per spatial dim), got {value!r}.")
     out = []
     for axis, v in enumerate(value):
         if isinstance(v, bool) or int(v) != v:
-            raise TypeError(f"`{name}` must hold integers, got {v!r} on axis {axis} of {value!r}.")
+            raise InputTypeError(f"`{name}` must hold integers, got {v!r} on axis {axis} of {value!r}.")
         out.append(int(v))
     return tuple(out)
 
@@ -39,15 +41,15 @@ def _check_roi_and_stride(roi_size: Sequence[int], stride: Sequence[int]) -> tup
     roi = _as_int_tuple(roi_size, "roi_size")
     step = _as_int_tuple(stride, "stride")
     if len(roi) != len(step):
-        raise ValueError(
+        raise InvalidInputError(
             f"`roi_size` and `stride` must have one entry per spatial dim each, got roi_size {roi} "
             f"(length {len(roi)}) and stride {step} (length {len(step)})."
         )
     for axis, (r, s) in enumerate(zip(roi, step)):
         if r < 1:
-            raise ValueError(f"`roi_size` entries must be >= 1, got {r} on axis {axis} (roi_size {roi}).")
+            raise InvalidInputError(f"`roi_size` entries must be >= 1, got {r} on axis {axis} (roi_size {roi}).")
         if s < 1 or s > r:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`stride` must satisfy 1 <= stride <= roi_size on every axis, got stride {s} and "
                 f"roi_size {r} on axis {axis} (stride {step}, roi_size {roi})."
             )
@@ -89,7 +91,7 @@ def overlap_for_stride(roi_size: Sequence[int], stride: Sequence[int]) -> tuple[
     for axis, (r, s) in enumerate(zip(roi, step)):
         o = 0.0 if s == r else 1.0 - (s + 0.5) / r
         if not (0.0 <= o < 1.0) or int(r * (1 - o)) != s:  # pragma: no cover - guards float surprises
-            raise ValueError(
+            raise InvalidInputError(
                 f"could not find an overlap giving stride {s} for roi_size {r} on axis {axis}: "
                 f"overlap {o!r} gives step {int(r * (1 - o))}."
             )
@@ -130,14 +132,14 @@ def paper_window_positions(
     roi, step = _check_roi_and_stride(roi_size, stride)
     size = _as_int_tuple(image_size, "image_size")
     if len(size) != len(roi):
-        raise ValueError(
+        raise InvalidInputError(
             f"`image_size` must have one entry per spatial dim of `roi_size` (length {len(roi)}), "
             f"got image_size {size} (length {len(size)})."
         )
     positions = []
     for axis, (w, p, s) in enumerate(zip(size, roi, step)):
         if w < 1:
-            raise ValueError(f"`image_size` entries must be >= 1, got {w} on axis {axis} (image_size {size}).")
+            raise InvalidInputError(f"`image_size` entries must be >= 1, got {w} on axis {axis} (image_size {size}).")
         w = max(w, p)  # padded to at least the patch size
         n = math.ceil((w - p) / s) + 1
         positions.append([min(s * i, w - p) for i in range(n)])

@@ -16,6 +16,7 @@ from sasnet_components.handlers.sar_fusion import SARFusion
 from sasnet_components.losses.plc import PLCLoss
 from sasnet_components.losses.seg import SegLoss
 from sasnet_components.losses.src import SRCLoss, ensemble_to_sdm
+from sasnet_components.utils.errors import InputTypeError, InvalidInputError
 
 __all__ = ["SemiSupervisedTrainer", "sigmoid_rampup"]
 
@@ -124,7 +125,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             **kwargs,
         )
         if rampup_interval < 1:
-            raise ValueError(f"`rampup_interval` must be >= 1 iteration, got {rampup_interval}.")
+            raise InvalidInputError(f"`rampup_interval` must be >= 1 iteration, got {rampup_interval}.")
         self.sar_fusion = sar_fusion
         self.plc_loss = PLCLoss() if plc_loss is None else plc_loss
         self.src_loss = SRCLoss() if src_loss is None else src_loss
@@ -145,7 +146,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         if max_iterations is not None:
             available = max_epochs * (self.state.epoch_length or 0)
             if not 1 <= max_iterations <= available:
-                raise ValueError(
+                raise InvalidInputError(
                     f"`max_iterations` must be in [1, max_epochs * epoch_length = {available}], got {max_iterations}."
                 )
             if max_iterations < available:  # stop inside the last epoch; otherwise it ends normally
@@ -165,7 +166,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             sampler.set_epoch(engine.state.epoch - 1)
             return
         if "start" not in inspect.signature(sampler.set_epoch).parameters:
-            raise TypeError(
+            raise InputTypeError(
                 f"resuming inside an epoch (iteration {engine.state.iteration}, {done} of {engine.state.epoch_length} "
                 f"batches done) needs a batch sampler whose set_epoch takes `start` (TwoStreamBatchSampler), "
                 f"got {type(sampler).__name__}."
@@ -190,7 +191,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         scaler = state.pop("grad_scaler", None)
         saved, mine = state.get("epoch_length"), self.state.epoch_length
         if saved is not None and mine is not None and int(saved) != int(mine):
-            raise ValueError(
+            raise InvalidInputError(
                 f"the checkpoint was written with {saved} iterations per epoch, this run has {mine} "
                 "(labeled cases // labeled batch size): resume with the num_labeled and labeled_batch_size of the saved run."
             )
@@ -204,17 +205,17 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
     def _iteration(self, engine: "SemiSupervisedTrainer", batchdata: Dict[str, Any]) -> Dict[str, Any]:
         if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
+            raise InvalidInputError("Must provide batch data for current iteration.")
         k = engine.keys
         missing = [key for key in k.values() if key not in batchdata]
         if missing:
-            raise ValueError(f"the training batch lacks keys {missing}; it has {sorted(map(str, batchdata))}.")
+            raise InvalidInputError(f"the training batch lacks keys {missing}; it has {sorted(map(str, batchdata))}.")
         device, non_blocking = engine.state.device, engine.non_blocking
         inputs = batchdata[k["image"]].to(device=device, non_blocking=non_blocking)
         targets = batchdata[k["label"]].to(device=device, non_blocking=non_blocking)
         labeled = torch.as_tensor(batchdata[k["flag"]], dtype=torch.bool).reshape(-1).cpu()
         if not bool(labeled.any()):
-            raise ValueError("a training batch has no labeled sample; use TwoStreamBatchSampler with labeled_batch_size >= 1.")
+            raise InvalidInputError("a training batch has no labeled sample; use TwoStreamBatchSampler with labeled_batch_size >= 1.")
         lab_idx = labeled.nonzero().reshape(-1).to(device)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
 

@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Mapping
 import numpy as np
 import torch
 
+from sasnet_components.utils.errors import UnknownKeyError
+
 __all__ = ["GlobalRandomState"]
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ class GlobalRandomState:
         """
         missing = [k for k in _KEYS if k not in state_dict]
         if missing:
-            raise KeyError(f"GlobalRandomState state_dict is missing {missing}; expected keys {list(_KEYS)}.")
+            raise UnknownKeyError(f"GlobalRandomState state_dict is missing {missing}; expected keys {list(_KEYS)}.")
         torch.set_rng_state(torch.as_tensor(state_dict["torch"], dtype=torch.uint8).cpu())
         cuda = list(state_dict["cuda"])
         devices = torch.cuda.device_count() if torch.cuda.is_available() else 0

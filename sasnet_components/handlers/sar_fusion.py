@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
-from monai.utils import look_up_option
 
 from sasnet_components.transforms.fourier_rotate import apply_view
+from sasnet_components.utils.errors import InvalidInputError, UnknownKeyError, check_option
 
 __all__ = ["SARFusion"]
 
@@ -26,7 +26,7 @@ _CURRENT, _PREVIOUS, _BEFORE_PREVIOUS = 0, 1, 2
 def _as_int_rows(value: Union[torch.Tensor, Sequence], name: str, batch: int, ndim: int) -> List[List[int]]:
     rows = [[int(v) for v in torch.as_tensor(row).reshape(-1).tolist()] for row in value]
     if len(rows) != batch or any(len(r) != ndim for r in rows):
-        raise ValueError(f"`{name}` must hold {batch} rows of {ndim} integers (one per spatial dim), got {value!r}.")
+        raise InvalidInputError(f"`{name}` must hold {batch} rows of {ndim} integers (one per spatial dim), got {value!r}.")
     return rows
 
 
@@ -78,10 +78,10 @@ class SARFusion:
 
     def __init__(self, alpha: float = 0.5, mode: str = "paper", dtype: str = "float16") -> None:
         if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(f"`alpha` must be in [0, 1], got {alpha!r}.")
+            raise InvalidInputError(f"`alpha` must be in [0, 1], got {alpha!r}.")
         self.alpha = float(alpha)
-        self.mode: str = look_up_option(mode, _MODES)
-        self.dtype_name: str = look_up_option(dtype, tuple(_DTYPES))
+        self.mode: str = check_option(mode, _MODES, "SARFusion's `mode`")
+        self.dtype_name: str = check_option(dtype, tuple(_DTYPES), "SARFusion's `dtype`")
         self.epoch = 0
         self.memory: Dict[str, torch.Tensor] = {}  # case id -> paper: (3, 2, *case); running: (2, *case)
         self.seen: Dict[str, torch.Tensor] = {}  # running mode: case id -> bool (*case)
@@ -115,7 +115,7 @@ class SARFusion:
         if self.epoch == completed - 1:
             self.epoch_completed(engine)
         elif self.epoch != completed:
-            raise ValueError(
+            raise InvalidInputError(
                 f"the SAR memory has rolled {self.epoch} epochs but the trainer starts iteration "
                 f"{engine.state.iteration} after {completed} complete epochs of {epoch_length} iterations: load the "
                 "memory and the trainer state from the same checkpoint, or start with a new SARFusion."
@@ -166,24 +166,24 @@ class SARFusion:
                 a view that is not a permutation, or a case seen with two different shapes.
         """
         if prob_low.shape != prob_high.shape or prob_low.ndim < 3:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`prob_low` and `prob_high` must have the same shape (B, C, *spatial), "
                 f"got {tuple(prob_low.shape)} and {tuple(prob_high.shape)}."
             )
         batch, n_classes, spatial = prob_low.shape[0], prob_low.shape[1], tuple(prob_low.shape[2:])
         labeled_mask = torch.as_tensor(labeled, dtype=torch.bool, device=torch.device("cpu")).reshape(-1)
         if labeled_mask.numel() != batch:
-            raise ValueError(f"`labeled` must hold {batch} flags (one per sample), got {labeled_mask.numel()}.")
+            raise InvalidInputError(f"`labeled` must hold {batch} flags (one per sample), got {labeled_mask.numel()}.")
         ensemble = 0.5 * (prob_low + prob_high)
         indices = labeled_mask.nonzero().reshape(-1).tolist()
         if not indices:
             return ensemble
         if label is None or case_ids is None or crop_starts is None or views is None or case_shapes is None:
-            raise ValueError("labeled samples need `label`, `case_ids`, `crop_starts`, `views` and `case_shapes`.")
+            raise InvalidInputError("labeled samples need `label`, `case_ids`, `crop_starts`, `views` and `case_shapes`.")
         if tuple(label.shape) != (batch, 1, *spatial):
-            raise ValueError(f"`label` must have shape {(batch, 1, *spatial)}, got {tuple(label.shape)}.")
+            raise InvalidInputError(f"`label` must have shape {(batch, 1, *spatial)}, got {tuple(label.shape)}.")
         if len(case_ids) != batch:
-            raise ValueError(f"`case_ids` must hold {batch} identifiers, got {len(case_ids)}.")
+            raise InvalidInputError(f"`case_ids` must hold {batch} identifiers, got {len(case_ids)}.")
         ndim = len(spatial)
         starts = _as_int_rows(crop_starts, "crop_starts", batch, ndim)
         perms = _as_int_rows(views, "views", batch, ndim)
@@ -192,7 +192,7 @@ class SARFusion:
         lab = label[indices].long()
         bad = lab[(lab < 0) | (lab >= n_classes)]
         if bad.numel():
-            raise ValueError(
+            raise InvalidInputError(
                 f"`label` of labeled samples must hold class indices in [0, {n_classes}), "
                 f"got values {sorted(set(bad.unique().tolist()))[:5]}."
             )
@@ -217,12 +217,12 @@ class SARFusion:
     # ------------------------------------------------------------------ memory access
     def _regions(self, case: str, start: List[int], perm: List[int], case_shape: List[int], spatial, device):
         if sorted(perm) != list(range(len(spatial))):
-            raise ValueError(f"`views` entry for case {case!r} must be a permutation of {list(range(len(spatial)))}, got {perm}.")
+            raise InvalidInputError(f"`views` entry for case {case!r} must be a permutation of {list(range(len(spatial)))}, got {perm}.")
         crop_shape = [0] * len(spatial)
         for axis, source in enumerate(perm):  # patch axis `axis` is crop axis `source`
             crop_shape[source] = spatial[axis]
         if any(s < 0 or s + c > n for s, c, n in zip(start, crop_shape, case_shape)):
-            raise ValueError(
+            raise InvalidInputError(
                 f"crop of case {case!r} at start {start} with size {crop_shape} does not fit in its case shape {case_shape}."
             )
         self._allocate(case, case_shape, device)
@@ -237,7 +237,7 @@ class SARFusion:
                 self.seen[case] = torch.zeros(case_shape, dtype=torch.bool, device=device)
             return
         if list(memory.shape[-len(case_shape):]) != list(case_shape):
-            raise ValueError(
+            raise InvalidInputError(
                 f"case {case!r} was first seen with shape {list(memory.shape[-len(case_shape):])}, now with {case_shape}."
             )
         if memory.device != torch.device(device):
@@ -287,9 +287,9 @@ class SARFusion:
         """
         missing = [k for k in ("mode", "epoch", "memory", "seen") if k not in state_dict]
         if missing:
-            raise KeyError(f"SARFusion state_dict is missing {missing}; expected keys mode, epoch, memory, seen.")
+            raise UnknownKeyError(f"SARFusion state_dict is missing {missing}; expected keys mode, epoch, memory, seen.")
         if state_dict["mode"] != self.mode:
-            raise ValueError(f"SARFusion state_dict was saved in mode {state_dict['mode']!r}, this handler uses {self.mode!r}.")
+            raise InvalidInputError(f"SARFusion state_dict was saved in mode {state_dict['mode']!r}, this handler uses {self.mode!r}.")
         self.epoch = int(state_dict["epoch"])
         dtype = _DTYPES[self.dtype_name]
         self.memory = {str(case): m.to(dtype).clone() for case, m in state_dict["memory"].items()}

@@ -27,6 +27,7 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor, decollate_batch
 
 from sasnet_components.metrics.segmentation import EmptyMaskWarning, segmentation_metrics
+from sasnet_components.utils.errors import InputTypeError, InvalidInputError, UnknownKeyError
 from sasnet_components.utils.io import atomic_write_text
 
 __all__ = ["SegmentationReport", "METRIC_NAMES", "CSV_COLUMNS"]
@@ -190,14 +191,14 @@ class SegmentationReport:
         self.output_dir = os.fspath(output_dir)
         for name, value in (("pred_key", pred_key), ("label_key", label_key), ("id_key", id_key)):
             if not isinstance(value, str):
-                raise TypeError(f"`{name}` must be a string, got {type(value).__name__} ({value!r}).")
+                raise InputTypeError(f"`{name}` must be a string, got {type(value).__name__} ({value!r}).")
         self.pred_key, self.label_key, self.id_key = pred_key, label_key, id_key
 
         if foreground_class is not None:
             if isinstance(foreground_class, bool) or int(foreground_class) != foreground_class:
-                raise TypeError(f"`foreground_class` must be an integer or None, got {foreground_class!r}.")
+                raise InputTypeError(f"`foreground_class` must be an integer or None, got {foreground_class!r}.")
             if foreground_class < 0:
-                raise ValueError(f"`foreground_class` must be >= 0 or None, got {foreground_class}.")
+                raise InvalidInputError(f"`foreground_class` must be >= 0 or None, got {foreground_class}.")
             foreground_class = int(foreground_class)
         self.foreground_class = foreground_class
 
@@ -205,9 +206,9 @@ class SegmentationReport:
             try:
                 spacing_t = tuple(float(s) for s in spacing)
             except (TypeError, ValueError) as err:
-                raise TypeError(f"`spacing` must be a sequence of positive floats or None, got {spacing!r}.") from err
+                raise InputTypeError(f"`spacing` must be a sequence of positive floats or None, got {spacing!r}.") from err
             if len(spacing_t) not in (2, 3) or not all(math.isfinite(s) and s > 0 for s in spacing_t):
-                raise ValueError(
+                raise InvalidInputError(
                     f"`spacing` must hold 2 or 3 finite positive floats (one per spatial dim), got {spacing!r}."
                 )
             spacing = spacing_t
@@ -215,24 +216,24 @@ class SegmentationReport:
 
         extra = {} if extra_info is None else extra_info
         if not isinstance(extra, Mapping):
-            raise TypeError(f"`extra_info` must be a dict or None, got {type(extra_info).__name__}.")
+            raise InputTypeError(f"`extra_info` must be a dict or None, got {type(extra_info).__name__}.")
         clashes = sorted(set(map(str, extra)) & _RESERVED_SUMMARY_KEYS)
         if clashes:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`extra_info` keys {clashes} collide with the summary's own keys "
                 f"{sorted(_RESERVED_SUMMARY_KEYS)}; rename them."
             )
         try:
             json.dumps(dict(extra))
         except (TypeError, ValueError) as err:
-            raise TypeError(f"`extra_info` must be JSON-serialisable, got {extra_info!r}: {err}") from err
+            raise InputTypeError(f"`extra_info` must be JSON-serialisable, got {extra_info!r}: {err}") from err
         self.extra_info = dict(extra)
 
         for name, value in (("csv_name", csv_name), ("summary_name", summary_name)):
             if not isinstance(value, str) or not value:
-                raise ValueError(f"`{name}` must be a non-empty file name, got {value!r}.")
+                raise InvalidInputError(f"`{name}` must be a non-empty file name, got {value!r}.")
         if csv_name == summary_name:
-            raise ValueError(f"`csv_name` and `summary_name` must differ, both are {csv_name!r}.")
+            raise InvalidInputError(f"`csv_name` and `summary_name` must differ, both are {csv_name!r}.")
         self.csv_name, self.summary_name = csv_name, summary_name
         self.write_engine_metrics = bool(write_engine_metrics)
 
@@ -264,7 +265,7 @@ class SegmentationReport:
         if isinstance(outputs, Mapping):
             outputs = decollate_batch(outputs, detach=True)
         if not isinstance(outputs, Sequence) or not all(isinstance(o, Mapping) for o in outputs):
-            raise TypeError(
+            raise InputTypeError(
                 "`engine.state.output` must be a list of per-sample dicts (an evaluator with "
                 f"decollate=True) or a dict of batched tensors, got {type(outputs).__name__}."
             )
@@ -377,27 +378,27 @@ class SegmentationReport:
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(value)
         if not isinstance(value, torch.Tensor):
-            raise TypeError(
+            raise InputTypeError(
                 f"case {case_id!r}: `{name}` (output[{key!r}]) must be a torch.Tensor or numpy array, "
                 f"got {type(value).__name__}."
             )
         x = value.as_tensor() if isinstance(value, MetaTensor) else value
         x = x.detach()
         if x.ndim not in (3, 4):
-            raise ValueError(
+            raise InvalidInputError(
                 f"case {case_id!r}: `{name}` (output[{key!r}]) must have shape (C, H, W) or (C, H, W, D) "
                 f"with a channel dim (C=1 class indices or C>1 one-hot), got shape {tuple(x.shape)}."
             )
         if x.shape[0] > 1:
             if self.foreground_class is not None and self.foreground_class >= x.shape[0]:
-                raise ValueError(
+                raise InvalidInputError(
                     f"case {case_id!r}: `foreground_class` {self.foreground_class} is not a channel of the "
                     f"one-hot `{name}` (output[{key!r}]) with {x.shape[0]} channels."
                 )
             return x.argmax(dim=0)
         x = x[0]
         if x.is_floating_point() and not torch.equal(x, torch.round(x)):
-            raise ValueError(
+            raise InvalidInputError(
                 f"case {case_id!r}: `{name}` (output[{key!r}]) with one channel must hold class indices, "
                 "got non-integer values; discretise it in the postprocessing (e.g. AsDiscreted with "
                 "argmax=True or threshold=0.5)."
@@ -407,7 +408,7 @@ class SegmentationReport:
     def _spacing(self, label: Any, ndim: int, case_id: str) -> tuple[float, ...] | None:
         if self.spacing is not None:
             if len(self.spacing) != ndim:
-                raise ValueError(
+                raise InvalidInputError(
                     f"case {case_id!r}: `spacing` {list(self.spacing)} has {len(self.spacing)} entries but the "
                     f"masks have {ndim} spatial dims."
                 )
@@ -418,7 +419,7 @@ class SegmentationReport:
         if affine.ndim == 3 and affine.shape[0] == 1:
             affine = affine[0]
         if affine.ndim != 2 or affine.shape[0] != affine.shape[1] or affine.shape[0] - 1 < ndim:
-            raise ValueError(
+            raise InvalidInputError(
                 f"case {case_id!r}: the label affine must be a square (r+1, r+1) matrix with r >= {ndim}, "
                 f"got shape {tuple(affine.shape)}."
             )
@@ -429,14 +430,14 @@ class SegmentationReport:
         case_id = self._case_id(item, batch_item)
         for key in (self.pred_key, self.label_key):
             if key not in item:
-                raise KeyError(
+                raise UnknownKeyError(
                     f"case {case_id!r}: key {key!r} is missing from the engine output; available keys: "
                     f"{sorted(map(str, item.keys()))}."
                 )
         pred = self._class_map(item[self.pred_key], "pred", self.pred_key, case_id)
         label = self._class_map(item[self.label_key], "label", self.label_key, case_id)
         if pred.shape != label.shape:
-            raise ValueError(
+            raise InvalidInputError(
                 f"case {case_id!r}: prediction (output[{self.pred_key!r}]) and label (output[{self.label_key!r}]) "
                 f"must have the same spatial shape, got {tuple(pred.shape)} and {tuple(label.shape)}."
             )

@@ -8,6 +8,8 @@ from ignite.engine import Engine, Events
 from monai.engines import Evaluator
 from monai.handlers import ValidationHandler
 
+from sasnet_components.utils.errors import InvalidInputError
+
 __all__ = ["ScheduledValidationHandler"]
 
 
@@ -31,7 +33,7 @@ class ScheduledValidationHandler(ValidationHandler):
         super().__init__(interval=int(interval), validator=validator, epoch_level=False)
         self.start = self.interval if start is None else int(start)
         if self.interval < 1 or self.start < 1:
-            raise ValueError(f"validation needs `interval` >= 1 and `start` >= 1, got interval={interval}, start={start}.")
+            raise InvalidInputError(f"validation needs `interval` >= 1 and `start` >= 1, got interval={interval}, start={start}.")
 
     def due(self, engine: Engine, iteration: int) -> bool:
         """Whether `iteration` (1-based) is one of the schedule's."""

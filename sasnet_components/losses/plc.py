@@ -18,15 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from sasnet_components.losses._checks import check_branch_pair
+from sasnet_components.utils.errors import InputTypeError, InvalidInputError
 
 __all__ = ["PLCLoss", "sharpen"]
 
 
 def _check_temperature(temperature: float) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"`temperature` must be a positive number, got {type(temperature).__name__}.")
+        raise InputTypeError(f"`temperature` must be a positive number, got {type(temperature).__name__}.")
     if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"`temperature` must be a positive finite number, got {temperature}.")
+        raise InvalidInputError(f"`temperature` must be a positive finite number, got {temperature}.")
     return float(temperature)
 
 
@@ -53,7 +54,7 @@ def sharpen(prob: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """
     temperature = _check_temperature(temperature)
     if prob.ndim < 2:
-        raise ValueError(f"`prob` must have shape (B, C, *spatial), got shape {tuple(prob.shape)}.")
+        raise InvalidInputError(f"`prob` must have shape (B, C, *spatial), got shape {tuple(prob.shape)}.")
     tiny = torch.finfo(prob.dtype).tiny if prob.is_floating_point() else 1e-38
     return torch.softmax(torch.log(prob.clamp_min(tiny)) / temperature, dim=1)
 

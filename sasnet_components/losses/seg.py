@@ -20,6 +20,7 @@ from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from sasnet_components.losses._checks import check_branch_pair
+from sasnet_components.utils.errors import InputTypeError, InvalidInputError
 
 __all__ = ["SegLoss", "SEG_LOSS_MODES"]
 
@@ -75,14 +76,14 @@ class SegLoss(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(mode, str) or mode not in SEG_LOSS_MODES:
-            raise ValueError(f"`mode` must be one of {SEG_LOSS_MODES}, got {mode!r}.")
+            raise InvalidInputError(f"`mode` must be one of {SEG_LOSS_MODES}, got {mode!r}.")
         self.mode = mode
         self.include_background = bool(include_background)
         self.smooth_nr = float(_DEFAULT_SMOOTH[mode] if smooth_nr is None else smooth_nr)
         self.smooth_dr = float(_DEFAULT_SMOOTH[mode] if smooth_dr is None else smooth_dr)
         for name, value in (("smooth_nr", self.smooth_nr), ("smooth_dr", self.smooth_dr)):
             if not value >= 0:
-                raise ValueError(f"`{name}` must be >= 0, got {value}.")
+                raise InvalidInputError(f"`{name}` must be >= 0, got {value}.")
         common = dict(
             include_background=self.include_background,
             to_onehot_y=True,
@@ -114,19 +115,19 @@ class SegLoss(nn.Module):
         check_branch_pair(("logits_low", "logits_high"), logits_low, logits_high, ("label", label))
         expected = (logits_low.shape[0], 1) + tuple(logits_low.shape[2:])
         if tuple(label.shape) != expected:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`label` must have shape (B, 1, *spatial) = {expected} for logits of shape "
                 f"{tuple(logits_low.shape)}, got {tuple(label.shape)}."
             )
         if label.is_complex():
-            raise TypeError(f"`label` must hold integer class indices, got dtype {label.dtype}.")
+            raise InputTypeError(f"`label` must hold integer class indices, got dtype {label.dtype}.")
         channels = logits_low.shape[1]
         bad = (label < 0) | (label >= channels)
         if label.is_floating_point():
             bad |= label != label.round()
         if bool(bad.any()):
             values = torch.unique(label[bad]).cpu().tolist()
-            raise ValueError(
+            raise InvalidInputError(
                 f"`label` must hold integer class indices in [0, {channels}) for {channels}-channel "
                 f"logits, got out-of-range values {values[:10]}."
             )

@@ -15,6 +15,8 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Dropout
 
+from sasnet_components.utils.errors import InputTypeError, InvalidInputError
+
 __all__ = ["DualBranchOutput", "DualBranchVNet", "DualBranchUncertainty", "decoder_disagreement"]
 
 # number of 3x3x3 convolutions at encoder levels 1..5 (V-Net); the decoders reuse levels 1..4
@@ -217,12 +219,12 @@ class DualBranchVNet(nn.Module):
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
-            raise ValueError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}.")
+            raise InvalidInputError(f"`spatial_dims` must be 2 or 3, got {spatial_dims!r}.")
         for name, value, minimum in (("in_channels", in_channels, 1), ("out_channels", out_channels, 2), ("n_filters", n_filters, 1)):
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
+                raise InvalidInputError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
         if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+            raise InvalidInputError(f"`dropout` must be in [0, 1), got {dropout!r}.")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -285,17 +287,17 @@ class DualBranchVNet(nn.Module):
     @torch.jit.unused
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"`x` must be a torch.Tensor, got {type(x).__name__}.")
+            raise InputTypeError(f"`x` must be a torch.Tensor, got {type(x).__name__}.")
         if x.ndim != self.spatial_dims + 2:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`x` must have shape (B, {self.in_channels}, *spatial) with {self.spatial_dims} spatial dims, "
                 f"got shape {tuple(x.shape)}."
             )
         if x.shape[1] != self.in_channels:
-            raise ValueError(f"`x` must have {self.in_channels} channel(s) (in_channels), got shape {tuple(x.shape)}.")
+            raise InvalidInputError(f"`x` must have {self.in_channels} channel(s) (in_channels), got shape {tuple(x.shape)}.")
         bad = [int(s) for s in x.shape[2:] if s % _SIZE_DIVISOR != 0]
         if bad:
-            raise ValueError(
+            raise InvalidInputError(
                 f"every spatial size of `x` must be divisible by {_SIZE_DIVISOR} (four stride-2 levels), "
                 f"got spatial size {tuple(int(s) for s in x.shape[2:])} ({bad} not divisible)."
             )
@@ -318,7 +320,7 @@ class DualBranchUncertainty(nn.Module):
     def __init__(self, network: DualBranchVNet) -> None:
         super().__init__()
         if not isinstance(network, DualBranchVNet):
-            raise TypeError(f"`network` must be a DualBranchVNet, got {type(network).__name__}.")
+            raise InputTypeError(f"`network` must be a DualBranchVNet, got {type(network).__name__}.")
         self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,8 @@ from monai.transforms.inverse import TraceableTransform
 from monai.data.meta_obj import get_track_meta
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
 
+from sasnet_components.utils.errors import InputTypeError, InvalidInputError, UnknownKeyError
+
 __all__ = ["FourierRotate", "RandFourierRotated", "apply_view", "fourier_rotate_plane"]
 
 
@@ -44,11 +46,11 @@ def _as_int_tuple(value: Any, name: str) -> tuple[int, ...]:
     if isinstance(value, (torch.Tensor, np.ndarray)):
         value = value.tolist()
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(f"`{name}` must be a sequence of ints, got {type(value).__name__} {value!r}.")
+        raise InputTypeError(f"`{name}` must be a sequence of ints, got {type(value).__name__} {value!r}.")
     out = []
     for v in value:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"`{name}` must be a sequence of ints, got {value!r}.")
+            raise InputTypeError(f"`{name}` must be a sequence of ints, got {value!r}.")
         out.append(int(v))
     return tuple(out)
 
@@ -57,7 +59,7 @@ def _check_permutation(view: Sequence[int], name: str) -> tuple[int, ...]:
     """Return `view` as a tuple if it is a permutation of ``range(len(view))``, else raise ValueError."""
     perm = _as_int_tuple(view, name)
     if len(perm) == 0 or sorted(perm) != list(range(len(perm))):
-        raise ValueError(f"`{name}` must be a permutation of range({len(perm)}) of the spatial axes, got {perm}.")
+        raise InvalidInputError(f"`{name}` must be a permutation of range({len(perm)}) of the spatial axes, got {perm}.")
     return perm
 
 
@@ -65,31 +67,31 @@ def _check_axes(axes: Sequence[int], name: str) -> tuple[int, int]:
     """Check that `axes` holds two integer spatial axes (negative values count from the end)."""
     ax = _as_int_tuple(axes, name)
     if len(ax) != 2:
-        raise ValueError(f"`{name}` must hold 2 spatial axes defining the rotation plane, got {ax}.")
+        raise InvalidInputError(f"`{name}` must hold 2 spatial axes defining the rotation plane, got {ax}.")
     return ax[0], ax[1]
 
 
 def _normalize_axes(axes: tuple[int, int], spatial_dims: int, name: str) -> tuple[int, int]:
     """Map `axes` to non-negative spatial axes of a `spatial_dims`-dimensional image and validate them."""
     if spatial_dims < 2:
-        raise ValueError(f"a rotation by an angle needs at least 2 spatial dims, got {spatial_dims}.")
+        raise InvalidInputError(f"a rotation by an angle needs at least 2 spatial dims, got {spatial_dims}.")
     out = []
     for a in axes:
         if not -spatial_dims <= a < spatial_dims:
-            raise ValueError(f"`{name}` must be spatial axes in [-{spatial_dims}, {spatial_dims - 1}], got {axes}.")
+            raise InvalidInputError(f"`{name}` must be spatial axes in [-{spatial_dims}, {spatial_dims - 1}], got {axes}.")
         out.append(a % spatial_dims)
     if out[0] == out[1]:
-        raise ValueError(f"`{name}` must be two different spatial axes, got {axes}.")
+        raise InvalidInputError(f"`{name}` must be two different spatial axes, got {axes}.")
     return out[0], out[1]
 
 
 def _check_angle(angle: Any, name: str) -> float:
     """Return `angle` as a finite float."""
     if isinstance(angle, (bool, np.bool_)) or not isinstance(angle, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number (radians), got {type(angle).__name__} {angle!r}.")
+        raise InputTypeError(f"`{name}` must be a number (radians), got {type(angle).__name__} {angle!r}.")
     angle = float(angle)
     if not math.isfinite(angle):
-        raise ValueError(f"`{name}` must be finite (radians), got {angle}.")
+        raise InvalidInputError(f"`{name}` must be finite (radians), got {angle}.")
     return angle
 
 
@@ -138,7 +140,7 @@ def apply_view(
     """
     perm = _check_permutation(view, "view")
     if leading_dims < 0 or img.ndim != leading_dims + len(perm):
-        raise ValueError(
+        raise InvalidInputError(
             f"`img` must have {leading_dims} leading dims + {len(perm)} spatial dims to match `view` {perm}, "
             f"got shape {tuple(img.shape)}."
         )
@@ -246,7 +248,7 @@ def fourier_rotate_plane(
     plane = _normalize_axes(_check_axes(axes, "axes"), spatial_dims, "axes")
     sizes = (img_t.shape[1 + plane[0]], img_t.shape[1 + plane[1]])
     if sizes[0] != sizes[1]:
-        raise ValueError(
+        raise InvalidInputError(
             f"a k-space rotation needs a plane of equal-sized axes: `axes` {tuple(axes)} of `img` with shape "
             f"{tuple(img_t.shape)} have sizes {sizes[0]} and {sizes[1]}."
         )
@@ -254,12 +256,12 @@ def fourier_rotate_plane(
         out = _kspace_rotate_continuous(img_t, angle, plane)
     else:
         if img_t.is_floating_point() and not torch.equal(img_t, torch.round(img_t)):
-            raise ValueError("`img` must hold integer class indices when `discrete` is True, got non-integer values.")
+            raise InvalidInputError("`img` must hold integer class indices when `discrete` is True, got non-integer values.")
         if img_t.is_complex():
-            raise ValueError("`img` must hold integer class indices when `discrete` is True, got complex values.")
+            raise InvalidInputError("`img` must hold integer class indices when `discrete` is True, got complex values.")
         labels = img_t.long()
         if labels.numel() and int(labels.min()) < 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`img` must hold non-negative class indices when `discrete` is True, got min {int(labels.min())}."
             )
         num_classes = int(labels.max()) + 1 if labels.numel() else 1
@@ -338,11 +340,11 @@ class FourierRotate(InvertibleTransform):
                 has unequal sizes.
         """
         if img.ndim < 2:
-            raise ValueError(f"`img` must be channel-first (C, *spatial), got shape {tuple(img.shape)}.")
+            raise InvalidInputError(f"`img` must be channel-first (C, *spatial), got shape {tuple(img.shape)}.")
         spatial_dims = img.ndim - 1
         perm = self.view if self.view is not None else tuple(range(spatial_dims))
         if len(perm) != spatial_dims:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`view` {perm} permutes {len(perm)} spatial axes but `img` has shape {tuple(img.shape)} "
                 f"({spatial_dims} spatial dims)."
             )
@@ -473,19 +475,19 @@ class RandFourierRotated(RandomizableTransform, MapTransform, InvertibleTransfor
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob=1.0)
         if isinstance(views, (str, bytes)) or not isinstance(views, Sequence) or len(views) == 0:
-            raise ValueError(f"`views` must be a non-empty sequence of permutations, got {views!r}.")
+            raise InvalidInputError(f"`views` must be a non-empty sequence of permutations, got {views!r}.")
         checked = []
         for i, v in enumerate(views):
             try:
                 checked.append(_check_permutation(v, "views"))
             except (TypeError, ValueError):
-                raise ValueError(
+                raise InvalidInputError(
                     f"`views` must hold permutations of range(n) of the spatial axes, got entry {i}: {v!r}."
                 ) from None
         spatial_dims = len(checked[0])
         for i, v in enumerate(checked):
             if len(v) != spatial_dims:
-                raise ValueError(
+                raise InvalidInputError(
                     f"`views` must all permute the same number of spatial axes ({spatial_dims}), got entry {i}: {v}."
                 )
         self.views: tuple[tuple[int, ...], ...] = tuple(checked)
@@ -496,22 +498,22 @@ class RandFourierRotated(RandomizableTransform, MapTransform, InvertibleTransfor
         else:
             probs = np.asarray(view_probs, dtype=np.float64).reshape(-1)
             if probs.shape[0] != len(self.views):
-                raise ValueError(
+                raise InvalidInputError(
                     f"`view_probs` must have one entry per view ({len(self.views)}), "
                     f"got {len(probs)}: {list(view_probs)}."
                 )
             if not np.all(np.isfinite(probs)) or np.any(probs < 0) or abs(probs.sum() - 1.0) > 1e-6:
-                raise ValueError(f"`view_probs` must be non-negative and sum to 1, got {list(view_probs)}.")
+                raise InvalidInputError(f"`view_probs` must be non-negative and sum to 1, got {list(view_probs)}.")
             probs = probs / probs.sum()
         self.view_probs = probs
 
         angle_prob = _check_angle(angle_prob, "angle_prob")
         if not 0.0 <= angle_prob <= 1.0:
-            raise ValueError(f"`angle_prob` must be in [0, 1], got {angle_prob}.")
+            raise InvalidInputError(f"`angle_prob` must be in [0, 1], got {angle_prob}.")
         self.angle_prob = angle_prob
         angle_range = _check_angle(angle_range, "angle_range")
         if angle_range < 0:
-            raise ValueError(f"`angle_range` must be >= 0 (max |angle| in radians), got {angle_range}.")
+            raise InvalidInputError(f"`angle_range` must be >= 0 (max |angle| in radians), got {angle_range}.")
         self.angle_range = angle_range
         self.angle_axes = _normalize_axes(_check_axes(angle_axes, "angle_axes"), self.spatial_dims, "angle_axes")
 
@@ -520,20 +522,20 @@ class RandFourierRotated(RandomizableTransform, MapTransform, InvertibleTransfor
         elif isinstance(discrete, Sequence) and not isinstance(discrete, (str, bytes)):
             flags = tuple(bool(f) for f in discrete)
             if len(flags) != len(self.keys):
-                raise ValueError(
+                raise InvalidInputError(
                     f"`discrete` must be a bool or one bool per key ({len(self.keys)} keys {list(self.keys)}), "
                     f"got {list(discrete)}."
                 )
         else:
-            raise ValueError(f"`discrete` must be a bool or a sequence of bools, got {discrete!r}.")
+            raise InvalidInputError(f"`discrete` must be a bool or a sequence of bools, got {discrete!r}.")
         self.discrete = flags
 
         if not isinstance(view_key, str) or not view_key:
-            raise ValueError(f"`view_key` must be a non-empty string, got {view_key!r}.")
+            raise InvalidInputError(f"`view_key` must be a non-empty string, got {view_key!r}.")
         self.view_key = view_key
         self.angle_key = f"{view_key}_angle"
         if self.view_key in self.keys or self.angle_key in self.keys:
-            raise ValueError(
+            raise InvalidInputError(
                 f"`view_key` {view_key!r} must differ from the transformed `keys` {list(self.keys)} "
                 f"(it also writes {self.angle_key!r})."
             )
@@ -554,7 +556,7 @@ class RandFourierRotated(RandomizableTransform, MapTransform, InvertibleTransfor
         for key in self.key_iterator(d):
             shape = tuple(d[key].shape)
             if len(shape) - 1 != self.spatial_dims:
-                raise ValueError(
+                raise InvalidInputError(
                     f"`views` permute {self.spatial_dims} spatial axes but data[{key!r}] has shape {shape} "
                     f"({len(shape) - 1} spatial dims); expected (C, *spatial)."
                 )
@@ -563,7 +565,7 @@ class RandFourierRotated(RandomizableTransform, MapTransform, InvertibleTransfor
                     sp = [shape[1 + p] for p in v]
                     a, b = self.angle_axes
                     if sp[a] != sp[b]:
-                        raise ValueError(
+                        raise InvalidInputError(
                             f"a k-space rotation needs a plane of equal-sized axes: `angle_axes` {self.angle_axes} of "
                             f"data[{key!r}] with shape {shape} in view {v} have sizes {sp[a]} and {sp[b]}."
                         )
@@ -607,7 +609,7 @@ class RandFourierRotated(RandomizableTransform, MapTransform, InvertibleTransfor
                 d[key] = FourierRotate().inverse_transform(d[key], xform[TraceKeys.EXTRA_INFO])
                 continue
             if self.view_key not in d:
-                raise KeyError(
+                raise UnknownKeyError(
                     f"inverting data[{key!r}] (not a MetaTensor) needs the recorded view under `view_key` "
                     f"{self.view_key!r}, which is missing."
                 )

@@ -10,6 +10,7 @@ from monai.transforms import LoadImaged
 from monai.utils import ensure_tuple
 
 from sasnet_components.data.checks import exception_message, nonfinite_message, read_error
+from sasnet_components.utils.errors import InvalidInputError, UnknownKeyError
 
 __all__ = ["CheckedLoadImaged"]
 
@@ -69,7 +70,7 @@ class CheckedLoadImaged(LoadImaged):
         self.finite_keys = self.keys if finite_keys is None else ensure_tuple(finite_keys)
         unknown = [k for k in self.finite_keys if k not in self.keys]
         if unknown:
-            raise ValueError(f"`finite_keys` must be among the keys {self.keys}, got {unknown}.")
+            raise InvalidInputError(f"`finite_keys` must be among the keys {self.keys}, got {unknown}.")
 
     def __call__(self, data: Mapping[Hashable, Any], reader: ImageReader | None = None) -> dict[Hashable, Any]:
         """Load the files of ``data[key]`` for each key, as ``LoadImaged`` does, and check them.
@@ -89,7 +90,7 @@ class CheckedLoadImaged(LoadImaged):
         try:
             present = list(self.key_iterator(d, self.meta_keys, self.meta_key_postfix))
         except KeyError as e:
-            raise KeyError(f"{prefix}{exception_message(e)}") from e
+            raise UnknownKeyError(f"{prefix}{exception_message(e)}") from e
         for key, meta_key, meta_key_postfix in present:
             path = d[key]
             try:
@@ -99,11 +100,11 @@ class CheckedLoadImaged(LoadImaged):
             image, meta = (loaded, None) if self._loader.image_only else loaded
             problem = nonfinite_message(image) if key in self.finite_keys else None
             if problem is not None:
-                raise ValueError(f"{prefix}{key} {str(path)!r} has {problem}; expected finite intensities.")
+                raise InvalidInputError(f"{prefix}{key} {str(path)!r} has {problem}; expected finite intensities.")
             d[key] = image
             if meta is not None:
                 meta_key = meta_key or f"{key}_{meta_key_postfix}"
                 if meta_key in d and not self.overwriting:
-                    raise KeyError(f"{prefix}metadata key {meta_key!r} already exists and overwriting=False.")
+                    raise UnknownKeyError(f"{prefix}metadata key {meta_key!r} already exists and overwriting=False.")
                 d[meta_key] = meta
         return d

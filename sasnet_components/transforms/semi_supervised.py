@@ -16,6 +16,8 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, SpatialCrop
 from monai.utils import convert_to_tensor
 
+from sasnet_components.utils.errors import InvalidInputError, UnknownKeyError
+
 __all__ = ["LabelPlaceholderd", "RandCropWithLocationd"]
 
 
@@ -49,13 +51,13 @@ class LabelPlaceholderd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         if self.image_key not in d:
-            raise KeyError(f"key {self.image_key!r} (image) is missing from the sample; available keys: {sorted(map(str, d))}.")
+            raise UnknownKeyError(f"key {self.image_key!r} (image) is missing from the sample; available keys: {sorted(map(str, d))}.")
         image = d[self.image_key]
         labeled = d.get(self.label_key) is not None
         if labeled:
             label = d[self.label_key]
             if tuple(label.shape[1:]) != tuple(image.shape[1:]):
-                raise ValueError(
+                raise InvalidInputError(
                     f"case {_case_name(d, self.id_key)}: label spatial shape {tuple(label.shape[1:])} differs from "
                     f"image spatial shape {tuple(image.shape[1:])}."
                 )
@@ -98,7 +100,7 @@ class RandCropWithLocationd(Randomizable, MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.roi_size = tuple(int(r) for r in roi_size)
         if any(r < 1 for r in self.roi_size):
-            raise ValueError(f"`roi_size` must hold positive sizes, got {tuple(roi_size)}.")
+            raise InvalidInputError(f"`roi_size` must hold positive sizes, got {tuple(roi_size)}.")
         self.location_key, self.shape_key, self.id_key = location_key, shape_key, id_key
         self._start: tuple[int, ...] = ()
 
@@ -113,9 +115,9 @@ class RandCropWithLocationd(Randomizable, MapTransform):
         shapes = {str(k): tuple(d[k].shape[1:]) for k in keys}
         shape = shapes[str(keys[0])]
         if len(set(shapes.values())) > 1:
-            raise ValueError(f"case {_case_name(d, self.id_key)}: spatial shapes differ between keys: {shapes}.")
+            raise InvalidInputError(f"case {_case_name(d, self.id_key)}: spatial shapes differ between keys: {shapes}.")
         if len(shape) != len(self.roi_size) or any(r > s for r, s in zip(self.roi_size, shape)):
-            raise ValueError(
+            raise InvalidInputError(
                 f"case {_case_name(d, self.id_key)}: patch size {self.roi_size} does not fit in the volume of spatial "
                 f"shape {shape}; use a smaller patch or pad the volume to at least the patch size first."
             )

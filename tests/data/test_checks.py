@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sasnet_components.data.checks import error_reason, exception_message, nonfinite_message, read_error
+from sasnet_components.utils import InputPermissionError, InvalidInputError, MissingInputError
 
 
 def test_nonfinite_message_counts_by_hand():
@@ -20,10 +21,10 @@ def test_nonfinite_message_counts_by_hand():
 @pytest.mark.parametrize(
     "error, kind",
     [
-        (EOFError("stream ended"), ValueError),
-        (FileNotFoundError("no file"), FileNotFoundError),
-        (PermissionError("denied"), PermissionError),
-        (OSError("bad\n  signature"), ValueError),  # reasons are put on one line
+        (EOFError("stream ended"), InvalidInputError),  # a ValueError
+        (FileNotFoundError("no file"), MissingInputError),  # a FileNotFoundError
+        (PermissionError("denied"), InputPermissionError),  # a PermissionError
+        (OSError("bad\n  signature"), InvalidInputError),  # reasons are put on one line
     ],
 )
 def test_read_error_names_subject_reason_and_type(error, kind):

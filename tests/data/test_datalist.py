@@ -171,7 +171,7 @@ def test_unlabeled_label_files_are_not_required(datalist_file: Path):
 
 
 def test_unknown_protocol(datalist_file: Path):
-    with pytest.raises(ValueError, match=r"Unsupported option 'honest', Available options are") as info:
+    with pytest.raises(ValueError, match=r"^`protocol` must be one of \['default', 'paper'\], got 'honest'.$") as info:
         semi_supervised_datalists(str(datalist_file), protocol="honest")
     assert "'default'" in str(info.value) and "'paper'" in str(info.value)
 
@@ -194,7 +194,7 @@ def test_evaluation_datalist_empty_list(tmp_path: Path):
 
 
 def test_evaluation_datalist_unknown_list(datalist_file: Path):
-    with pytest.raises(ValueError, match=r"'unlabeled' is not a valid value") as info:
+    with pytest.raises(ValueError, match=r"^the evaluation list \(`eval_list`\) must be one of .*, got 'unlabeled' \(did you mean 'labeled'\?\).$") as info:
         evaluation_datalist(str(datalist_file), "unlabeled")
     assert all(f"'{name}'" in str(info.value) for name in ("validation", "test", "labeled"))
 

@@ -276,7 +276,7 @@ def test_more_bad_input():
     _fuse(sar, prob, prob)
     with pytest.raises(ValueError, match=r"first seen with shape \[1, 2, 2\], now with \[1, 2, 3\]"):
         sar.fuse(prob, prob, [True], LABEL, ["a"], [[0, 0, 0]], [IDENTITY], [[1, 2, 3]])
-    with pytest.raises(ValueError, match="Unsupported option 'averaged'"):
+    with pytest.raises(ValueError, match=r"SARFusion's `mode` must be one of \['paper', 'running'\], got 'averaged'."):
         SARFusion(mode="averaged")
     with pytest.raises(ValueError, match=r"`alpha` must be in \[0, 1\], got 2"):
         SARFusion(alpha=2)
