@@ -24,7 +24,7 @@ from typing import Any, Optional
 import fire
 
 from sasnet_components.data.checks import exception_message
-from sasnet_components.utils import as_bool, export_monailabel_bundle, prepare_monailabel_app
+from sasnet_components.utils import InputError, InvalidInputError, as_bool, export_monailabel_bundle, prepare_monailabel_app
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "la"
 
@@ -52,10 +52,10 @@ def export(
         override: bundle config overrides, e.g. --network_def#n_filters 4.
     """
     if (app_dir is None) == (output_dir is None):
-        raise ValueError(f"pass exactly one of --app_dir and --output_dir, got app_dir={app_dir!r}, output_dir={output_dir!r}.")
+        raise InvalidInputError(f"pass exactly one of --app_dir and --output_dir, got app_dir={app_dir!r}, output_dir={output_dir!r}.")
     if app_dir is not None:
         if any(word in name for word in ("deepedit", "deepgrow", "detection", "classification")):
-            raise ValueError(f"--name {name!r}: MONAI Label gives names containing deepedit/deepgrow/detection/classification another task type.")
+            raise InvalidInputError(f"--name {name!r}: MONAI Label gives names containing deepedit/deepgrow/detection/classification another task type.")
         app = prepare_monailabel_app(app_dir, sample_app)
         output_dir = str(app / "model" / name)
     out = export_monailabel_bundle(bundle_dir, checkpoint, output_dir, overwrite=as_bool(overwrite, "overwrite"), **override)
@@ -70,6 +70,6 @@ def export(
 if __name__ == "__main__":
     try:
         fire.Fire(export)
-    except (FileExistsError, FileNotFoundError, KeyError, ValueError) as e:  # the caller's mistake, not a bug
+    except InputError as e:  # the caller's mistake, not a bug
         print(f"export_monailabel.py: error: {exception_message(e)}", file=sys.stderr)
         sys.exit(2)

@@ -25,12 +25,14 @@ from monai.data import MetaTensor, NibabelWriter
 from monai.transforms import MapTransform
 
 from sasnet_components.data.checks import error_reason, nonfinite_message
+from sasnet_components.utils.errors import InputPermissionError, InvalidInputError, MissingInputError, NotAFolderError
 from sasnet_components.utils.io import atomic_path
 
 __all__ = [
     "AtomicNibabelWriter",
     "CaseProgressLogger",
     "SplitPredictiond",
+    "check_inference_folders",
     "case_id_of",
     "inference_datalist",
     "inference_report",
@@ -101,15 +103,53 @@ def _check_output_folder(folder: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise NotADirectoryError(
+        raise NotAFolderError(
             f"output folder '{folder}' cannot be used: '{existing}' is a file, not a folder; choose another "
             "--output_dir."
         )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(
+        raise InputPermissionError(
             f"output folder '{folder}' cannot be used: no permission to write in '{existing}'; choose a folder "
             "you can write to (--output_dir)."
         )
+
+
+def check_inference_folders(
+    input_dir: Union[str, os.PathLike],
+    output_dir: Union[str, os.PathLike],
+    outputs: Sequence[Sequence[str]] = (("", "seg"),),
+) -> bool:
+    """Check the input and output folders of an inference run without reading any file or creating any folder.
+
+    Args:
+        input_dir, output_dir, outputs: as :func:`inference_datalist`.
+
+    Returns:
+        True when the folders can be used.
+
+    Raises:
+        As :func:`inference_datalist`, except for the errors about the input files themselves.
+    """
+    if input_dir is None or output_dir is None:
+        raise InvalidInputError(
+            f"`input_dir` and `output_dir` are required (--input_dir DIR --output_dir OUT), "
+            f"got input_dir {input_dir!r} and output_dir {output_dir!r}."
+        )
+    input_path = Path(input_dir).expanduser().resolve()
+    output_root = Path(output_dir).expanduser().resolve()
+    if not input_path.is_dir():
+        raise MissingInputError(f"`input_dir` must be an existing folder of NIfTI files, got {str(input_dir)!r}.")
+    if output_root == input_path or input_path in output_root.parents:
+        raise InvalidInputError(
+            f"`output_dir` must not be the input folder or inside it (outputs are never written into the input "
+            f"folder), got output_dir {str(output_dir)!r} and input_dir {str(input_dir)!r}."
+        )
+    pairs = [tuple(p) for p in outputs]
+    if not pairs or any(len(p) != 2 or not all(isinstance(s, str) for s in p) for p in pairs):
+        raise InvalidInputError(f"`outputs` must be a non-empty list of [subfolder, postfix] string pairs, got {outputs!r}.")
+    for sub, _ in pairs:
+        _check_output_folder(output_root / sub)
+    return True
 
 
 def inference_datalist(
@@ -151,32 +191,16 @@ def inference_datalist(
 
         items = inference_datalist("scans", "segmentations", outputs=[["", "seg"], ["probability", "prob"]])
     """
-    if input_dir is None or output_dir is None:
-        raise ValueError(
-            f"`input_dir` and `output_dir` are required (--input_dir DIR --output_dir OUT), "
-            f"got input_dir {input_dir!r} and output_dir {output_dir!r}."
-        )
+    check_inference_folders(input_dir, output_dir, outputs)
     input_path = Path(input_dir).expanduser().resolve()
     output_root = Path(output_dir).expanduser().resolve()
-    if not input_path.is_dir():
-        raise FileNotFoundError(f"`input_dir` must be an existing folder of NIfTI files, got {str(input_dir)!r}.")
-    if output_root == input_path or input_path in output_root.parents:
-        raise ValueError(
-            f"`output_dir` must not be the input folder or inside it (outputs are never written into the input "
-            f"folder), got output_dir {str(output_dir)!r} and input_dir {str(input_dir)!r}."
-        )
     pairs = [tuple(p) for p in outputs]
-    if not pairs or any(len(p) != 2 or not all(isinstance(s, str) for s in p) for p in pairs):
-        raise ValueError(f"`outputs` must be a non-empty list of [subfolder, postfix] string pairs, got {outputs!r}.")
-    for sub, _ in pairs:
-        _check_output_folder(output_root / sub)
-
     files = _nifti_inputs(input_path)
     seen: Dict[str, Path] = {}
     for path in files:
         case_id = case_id_of(path)
         if case_id in seen:
-            raise ValueError(
+            raise InvalidInputError(
                 f"two input files share the case id {case_id!r} and would write the same outputs: "
                 f"{seen[case_id].name!r} and {path.name!r}; rename or move one of them."
             )
@@ -306,7 +330,7 @@ class SplitPredictiond(MapTransform):
     ) -> None:
         super().__init__(keys)
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ValueError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
+            raise InvalidInputError(f"`num_classes` must be an integer >= 2, got {num_classes!r}.")
         self.num_classes = num_classes
         self.label_key = label_key
         self.probability_key = probability_key
@@ -317,7 +341,7 @@ class SplitPredictiond(MapTransform):
         for key in self.key_iterator(d):
             pred = d[key]
             if pred.ndim < 2 or pred.shape[0] != self.num_classes + 1:
-                raise ValueError(
+                raise InvalidInputError(
                     f"`{key}` must have shape ({self.num_classes + 1}, *spatial) (num_classes probabilities + 1 "
                     f"disagreement channel), got shape {tuple(pred.shape)}."
                 )

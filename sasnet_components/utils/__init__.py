@@ -7,23 +7,53 @@ from .bundle import (
     check_config_keys,
     check_training_settings,
     log_validation_plan,
+    raw_config,
     training_stats,
+)
+from .checkpoints import check_checkpoint, load_checkpoint, weights_mismatch
+from .errors import (
+    InputError,
+    InputPermissionError,
+    InputTypeError,
+    InvalidInputError,
+    MissingInputError,
+    NotAFolderError,
+    OutputExistsError,
+    UnknownKeyError,
+    check_option,
+    find_input_error,
+    report_input_errors,
 )
 from .io import atomic_path, atomic_write_text
 from .monailabel import TORCHVISION_GUARD, export_monailabel_bundle, load_torchscript_weights, prepare_monailabel_app
 
 __all__ = [
+    "InputError",
+    "InputPermissionError",
+    "InputTypeError",
+    "InvalidInputError",
+    "MissingInputError",
+    "NotAFolderError",
+    "OutputExistsError",
     "TORCHVISION_GUARD",
+    "UnknownKeyError",
     "TrainingSettings",
     "as_bool",
     "atomic_path",
     "atomic_write_text",
+    "check_option",
     "bundle_root",
+    "check_checkpoint",
     "check_config_keys",
     "check_training_settings",
     "export_monailabel_bundle",
+    "find_input_error",
     "load_torchscript_weights",
+    "load_checkpoint",
     "log_validation_plan",
     "prepare_monailabel_app",
+    "raw_config",
+    "report_input_errors",
     "training_stats",
+    "weights_mismatch",
 ]

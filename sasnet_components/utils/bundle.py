@@ -13,6 +13,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
 
+from .errors import InvalidInputError, UnknownKeyError
+
 __all__ = [
     "TrainingSettings",
     "as_bool",
@@ -20,6 +22,7 @@ __all__ = [
     "check_config_keys",
     "check_training_settings",
     "log_validation_plan",
+    "raw_config",
     "training_stats",
 ]
 
@@ -61,7 +64,25 @@ def as_bool(value: Any, name: str = "value") -> bool:
         return True
     if text in _FALSE:
         return False
-    raise ValueError(f"`{name}` must be true or false (also yes/no, on/off, 1/0), got {value!r}.")
+    raise InvalidInputError(f"`{name}` must be true or false (also yes/no, on/off, 1/0), got {value!r}.")
+
+
+def raw_config(id: str) -> Any:
+    """The content of config item `id` as written, not parsed, in the bundle being run.
+
+    Lets a check use the names of a config section without building what it refers to, e.g. the
+    entries of a training checkpoint: ``$list(sasnet_components.utils.raw_config('checkpointing#state'))``
+    (``@checkpointing#state`` would build the trainer and cache its data).
+
+    Raises:
+        UnknownKeyError: no ``monai.bundle`` parser is running, or it has no item `id`.
+    """
+    parser = _active_parser()
+    if parser is None:
+        raise UnknownKeyError(f"raw_config({id!r}): no bundle config is being run.")
+    if id not in parser:
+        raise UnknownKeyError(f"raw_config({id!r}): the config has no item {id!r}.")
+    return parser.get(id)
 
 
 def bundle_root(default: str = ".") -> str:
@@ -117,7 +138,7 @@ def check_config_keys(config_dir: str, parser: Optional[ConfigParser] = None, ex
     if unknown:
         hints = {k: difflib.get_close_matches(k, known, n=3) for k in unknown}
         hint = "; ".join(f"{k!r}: did you mean {v}?" if v else f"{k!r}: no similar key" for k, v in hints.items())
-        raise KeyError(
+        raise UnknownKeyError(
             f"unknown config key(s) {unknown} (from the command line or a config file): {hint} "
             f"Valid top-level keys are those defined in the files of {str(config_dir)!r}."
         )
@@ -254,7 +275,7 @@ def check_training_settings(
             errors.append(str(e))
     found = [e for e in errors if e]
     if found:
-        raise ValueError("invalid training settings:\n  - " + "\n  - ".join(found))
+        raise InvalidInputError("invalid training settings:\n  - " + "\n  - ".join(found))
     return True
 
 

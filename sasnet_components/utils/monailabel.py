@@ -26,6 +26,8 @@ from monai.bundle import ConfigParser
 from monai.data import save_net_with_metadata
 
 from .bundle import check_config_keys
+from .checkpoints import check_checkpoint, load_checkpoint
+from .errors import InvalidInputError, MissingInputError, OutputExistsError, UnknownKeyError
 from .io import current_umask, sha256_file, temporary_dir
 
 __all__ = [
@@ -183,7 +185,7 @@ def load_torchscript_weights(network: torch.nn.Module, path: PathLike, missing_o
     if not os.path.isfile(path):
         if missing_ok:
             return False
-        raise FileNotFoundError(f"TorchScript file {str(path)!r} does not exist.")
+        raise MissingInputError(f"TorchScript file {str(path)!r} does not exist.")
     device = next(network.parameters()).device
     state = torch.jit.load(str(path), map_location=device).state_dict()
     try:
@@ -279,12 +281,12 @@ def check_monailabel_overrides(overrides: Mapping[str, Any], bundle_dir: PathLik
     """
     unknown = sorted(set(overrides) - set(MONAILABEL_OVERRIDES))
     if unknown:
-        raise KeyError(
+        raise UnknownKeyError(
             f"MONAI Label training request refused: this app accepts no override {unknown} (set tracking to 'None'); "
             f"accepted: {list(MONAILABEL_OVERRIDES)}."
         )
     if run_id not in MONAILABEL_RUN_IDS:
-        raise ValueError(
+        raise InvalidInputError(
             f"MONAI Label training request refused: run_id must be one of {list(MONAILABEL_RUN_IDS)}, got {run_id!r}."
         )
     for key, value in overrides.items():
@@ -357,12 +359,12 @@ def _check_output_dir(out: Path, overwrite: bool) -> None:
         return
     reason = _why_not_an_export(out)
     if reason is not None:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"output_dir {str(out)!r} is not replaced and nothing in it is touched: {reason}. Only an unchanged "
             f"earlier export (every file listed in its {EXPORT_MARKER}) can be replaced; choose another output_dir."
         )
     if not overwrite:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"output_dir {str(out)!r} holds an earlier export; pass overwrite=True (--overwrite) to replace it."
         )
 
@@ -372,16 +374,12 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def _load_weights(network: torch.nn.Module, checkpoint: PathLike) -> None:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    """Load the model weights of `checkpoint` (a model.pt or a training checkpoint) into `network`."""
+    check_checkpoint(checkpoint, "checkpoint", network)
+    state = load_checkpoint(checkpoint, "checkpoint")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]  # a full training checkpoint (runs/checkpoints/*.pt)
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise RuntimeError(
-            f"checkpoint {str(checkpoint)!r} does not fit the bundle's network_def; pass the network settings it was "
-            f"trained with, e.g. --network_def#n_filters 4: {e}"
-        ) from e
+    network.load_state_dict(state, strict=True)
 
 
 def _parsed_network_def(parser: ConfigParser) -> Dict[str, Any]:
@@ -443,9 +441,9 @@ def export_monailabel_bundle(
     needed = [configs / n for n in names]
     for path in [ckpt, *needed]:
         if not path.is_file():
-            raise FileNotFoundError(f"{str(path)!r} does not exist (needed to export {str(bundle)!r} for MONAI Label).")
+            raise MissingInputError(f"{str(path)!r} does not exist (needed to export {str(bundle)!r} for MONAI Label).")
     if _inside(out, bundle) or _inside(bundle, out) or _inside(ckpt, out):
-        raise ValueError(
+        raise InvalidInputError(
             f"output_dir {str(out)!r} must be outside the bundle {str(bundle)!r} and must not contain the checkpoint "
             f"{str(ckpt)!r}: the export never writes over its inputs."
         )
@@ -560,20 +558,20 @@ def prepare_monailabel_app(app_dir: PathLike, sample_app: Optional[PathLike] = N
     app = Path(app_dir)
     if (app / "main.py").is_file():
         if REQUEST_GUARD not in (app / "main.py").read_text():
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"app_dir {str(app)!r} has a main.py without the request guard of this export (an app of your own, or "
                 "one exported by an older version), so MONAI Label would hand requests to the bundle unchecked; "
                 "choose a new folder (see bundles/la/docs/monailabel.md)."
             )
         return app
     if app.exists() and any(app.iterdir()):
-        raise FileExistsError(f"app_dir {str(app)!r} is not empty and has no main.py; choose a new folder.")
+        raise OutputExistsError(f"app_dir {str(app)!r} is not empty and has no main.py; choose a new folder.")
     candidates = [Path(sample_app)] if sample_app is not None else [
         Path(prefix) / "monailabel" / "sample-apps" / "monaibundle" for prefix in dict.fromkeys([sys.prefix, sys.base_prefix])
     ]
     source = next((c for c in candidates if (c / "main.py").is_file()), None)
     if source is None:
-        raise FileNotFoundError(
+        raise MissingInputError(
             f"MONAI Label's sample app 'monaibundle' not found in {[str(c) for c in candidates]}; install monailabel "
             "(see bundles/la/docs/monailabel.md) or pass its folder (monailabel apps --download --name monaibundle)."
         )

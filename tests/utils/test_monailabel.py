@@ -14,7 +14,13 @@ import torch
 import yaml
 
 from sasnet_components import DualBranchVNet
-from sasnet_components.utils import TORCHVISION_GUARD, export_monailabel_bundle, load_torchscript_weights, prepare_monailabel_app
+from sasnet_components.utils import (
+    TORCHVISION_GUARD,
+    InvalidInputError,
+    export_monailabel_bundle,
+    load_torchscript_weights,
+    prepare_monailabel_app,
+)
 from sasnet_components.utils.monailabel import EXPORT_MARKER, REQUEST_GUARD, check_monailabel_overrides
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "la"
@@ -183,7 +189,7 @@ def test_export_refuses_bad_requests(checkpoint, tmp_path):
         export_monailabel_bundle(BUNDLE, tmp_path / "missing.pt", tmp_path / "out", **SMALL)
     with pytest.raises(KeyError, match="n_filter"):
         export_monailabel_bundle(BUNDLE, checkpoint, tmp_path / "out", n_filter=2)
-    with pytest.raises(RuntimeError, match="does not fit the bundle's network_def"):
+    with pytest.raises(InvalidInputError, match=r"its weights do not fit the configured network: .* has shape \(2, 1, 3, 3, 3\) in the checkpoint and \(4, 1, 3, 3, 3\)"):
         export_monailabel_bundle(BUNDLE, checkpoint, tmp_path / "out", **{"network_def#n_filters": 4})
     assert not (tmp_path / "out").exists()
     assert not (BUNDLE / "exported").exists()
