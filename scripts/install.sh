@@ -14,6 +14,8 @@ fi
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "torch==2.13.0" -r requirements.txt -e ".$([ "${1:-}" = test ] && echo "[test]")"
 if [ -n "${1:-}" ]; then
-    python -m pip install --quiet --no-deps monailabel==0.8.5 pydicom-seg==0.4.1
+    # the packages MONAI Label uses first, then MONAI Label itself without its declared dependencies
+    # (sam2, torchvision, ...: see bundles/la/docs/monailabel.md); in this order pip reports no conflicts
     python -m pip install --quiet "torch==2.13.0" -r requirements-monailabel.txt
+    python -m pip install --quiet --no-deps monailabel==0.8.5 pydicom-seg==0.4.1
 fi

@@ -8,6 +8,7 @@ two probabilities.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
@@ -16,6 +17,8 @@ from sasnet_components.transforms.fourier_rotate import apply_view
 from sasnet_components.utils.errors import InvalidInputError, UnknownKeyError, check_option
 
 __all__ = ["SARFusion"]
+
+logger = logging.getLogger(__name__)
 
 _MODES = ("paper", "running")
 _DTYPES = {"float16": torch.float16, "float32": torch.float32}
@@ -60,12 +63,18 @@ class SARFusion:
 
     The whole memory round-trips through :meth:`state_dict` / :meth:`load_state_dict`, which use
     only tensors, numbers and strings (loadable with ``torch.load(weights_only=True)`` as MONAI's
-    ``CheckpointLoader`` does), so put the handler in ``CheckpointSaver``'s ``save_dict``.
+    ``CheckpointLoader`` does), so put the handler in ``CheckpointSaver``'s ``save_dict``. The memory
+    takes 2 bytes (float16) per voxel of every labeled case, times 2 branches, times 3 epochs in
+    ``"paper"`` mode: most of a training checkpoint. With ``checkpoint_memory=False`` the state
+    leaves it out; a handler loading such a state starts its memory afresh (0.5 everywhere) and logs
+    a warning: the resumed run does not continue as the saved one would have.
 
     Args:
         alpha: residual coefficient in [0, 1] (paper: 0.5).
         mode: ``"paper"`` or ``"running"``.
         dtype: storage type of the memory, ``"float16"`` (compact, default) or ``"float32"``.
+        checkpoint_memory: whether :meth:`state_dict` holds the memory (default) or only the mode,
+            alpha, dtype and epoch count (a resume from it is not exact).
 
     Example::
 
@@ -76,12 +85,13 @@ class SARFusion:
                             views=batch["view"], case_shapes=batch["case_shape"])
     """
 
-    def __init__(self, alpha: float = 0.5, mode: str = "paper", dtype: str = "float16") -> None:
+    def __init__(self, alpha: float = 0.5, mode: str = "paper", dtype: str = "float16", checkpoint_memory: bool = True) -> None:
         if not 0.0 <= float(alpha) <= 1.0:
             raise InvalidInputError(f"`alpha` must be in [0, 1], got {alpha!r}.")
         self.alpha = float(alpha)
         self.mode: str = check_option(mode, _MODES, "SARFusion's `mode`")
         self.dtype_name: str = check_option(dtype, tuple(_DTYPES), "SARFusion's `dtype`")
+        self.checkpoint_memory = bool(checkpoint_memory)
         self.epoch = 0
         self.memory: Dict[str, torch.Tensor] = {}  # case id -> paper: (3, 2, *case); running: (2, *case)
         self.seen: Dict[str, torch.Tensor] = {}  # running mode: case id -> bool (*case)
@@ -268,14 +278,17 @@ class SARFusion:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
-        """The whole memory as tensors, numbers and strings (safe for ``weights_only`` loading)."""
+        """The whole memory as tensors, numbers and strings (safe for ``weights_only`` loading); without
+        the memory (``"memory_saved": False``, empty ``"memory"`` and ``"seen"``) when not `checkpoint_memory`."""
+        keep = self.checkpoint_memory
         return {
             "mode": self.mode,
             "alpha": self.alpha,
             "dtype": self.dtype_name,
             "epoch": self.epoch,
-            "memory": {case: m.detach().cpu().clone() for case, m in self.memory.items()},
-            "seen": {case: s.detach().cpu().clone() for case, s in self.seen.items()},
+            "memory_saved": keep,
+            "memory": {case: m.detach().cpu().clone() for case, m in self.memory.items()} if keep else {},
+            "seen": {case: s.detach().cpu().clone() for case, s in self.seen.items()} if keep else {},
         }
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -291,6 +304,13 @@ class SARFusion:
         if state_dict["mode"] != self.mode:
             raise InvalidInputError(f"SARFusion state_dict was saved in mode {state_dict['mode']!r}, this handler uses {self.mode!r}.")
         self.epoch = int(state_dict["epoch"])
+        if not state_dict.get("memory_saved", True):
+            logger.warning(
+                "the checkpoint holds no SAR memory (saved with checkpoint_memory=False; LA bundle: checkpoint_sar_memory "
+                "false): the memory starts afresh at 0.5 after %d epochs, so the resumed run is not an exact continuation "
+                "of the saved one",
+                self.epoch,
+            )
         dtype = _DTYPES[self.dtype_name]
         self.memory = {str(case): m.to(dtype).clone() for case, m in state_dict["memory"].items()}
         self.seen = {str(case): s.to(torch.bool).clone() for case, s in state_dict["seen"].items()}

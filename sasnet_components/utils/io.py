@@ -32,7 +32,7 @@ try:
 except ImportError:  # not POSIX: liveness from host, PID and age only
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_path", "atomic_write_text", "current_umask", "sha256_file", "temporary_dir"]
+__all__ = ["atomic_link", "atomic_path", "atomic_write_text", "current_umask", "sha256_file", "temporary_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +235,26 @@ def temporary_dir(parent: Union[str, os.PathLike], name: str) -> Iterator[Path]:
     """
     with _temporary(parent, name) as path:
         yield path
+
+
+def atomic_link(source: Union[str, os.PathLike], path: Union[str, os.PathLike]) -> None:
+    """Make `path` a hard link to the file `source` atomically: `path` names either its previous file or `source`'s.
+
+    The link is made at a temporary name (in a folder of :func:`temporary_dir`, next to `path`) and
+    moved over `path` with ``os.replace``. Both names then share one copy of the data; removing or
+    replacing either name (as :func:`atomic_path` replaces) leaves the other intact.
+
+    Args:
+        source: an existing file, on the file system of `path`.
+        path: the name to make.
+
+    Raises:
+        OSError: where the file system has no hard links, or `source` is on another one; `path` is unchanged.
+    """
+    target = Path(path)
+    with temporary_dir(target.parent, target.name) as tmp:
+        os.link(source, tmp / target.name)
+        os.replace(tmp / target.name, target)
 
 
 def atomic_write_text(path: Union[str, os.PathLike], text: str) -> None:

@@ -122,6 +122,7 @@ REQUEST_GUARD = '''\
 # - training: sasnet_components.utils.monailabel.check_monailabel_overrides, on the request's run_id first, then on
 #   the overrides as soon as MONAI Label has built them, before either route (in-process or torchrun) uses them;
 # - inference: only the request's "device" reaches the bundle config; it must be a torch device name.
+# The label is written as uint8 (class indices) unless the request's "result_dtype" says otherwise.
 import torch as _torch
 from monailabel.tasks.infer.bundle import BundleInferTask as _BundleInferTask
 from monailabel.tasks.train.bundle import BundleTrainTask as _BundleTrainTask
@@ -144,7 +145,13 @@ class SASNetBundleTrainTask(_BundleTrainTask):
 
 
 class SASNetBundleInferTask(_BundleInferTask):
-    """MONAI Label's bundle inferer; refuses a request device that is not a torch device name."""
+    """MONAI Label's bundle inferer; refuses a request device that is not a torch device name, and writes
+    the label as uint8 unless the request asks for another result_dtype (MONAI Label would write float32)."""
+
+    def writer(self, data, extension=None, dtype=None):
+        if dtype is None and not data.get("result_dtype"):
+            dtype = "uint8"
+        return super().writer(data, extension, dtype)
 
     def _update_device(self, data):
         device = data.get("device") if data else None

@@ -61,7 +61,12 @@ def test_train_then_evaluate(dataset_dir, tmp_path):
     state = torch.load(tmp_path / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
     assert set(state) == {"model", "optimizer", "trainer", "sar", "best_model", "sampler", "settings", "random_state"}
     assert state["trainer"]["iteration"] == 4
-    assert state["sar"]["epoch"] == 4  # 3 labeled cases, 2 per batch: one iteration per epoch
+    # iteration 4 is an interval iteration: checkpoint_final.pt is a hard link to that checkpoint, written
+    # before EPOCH_COMPLETED rolled the SAR memory of epoch 4 (3 labeled cases, 2 per batch: one iteration per epoch)
+    checkpoints = tmp_path / "runs" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint_final.pt", "checkpoint_iteration=4.pt"]
+    assert (checkpoints / "checkpoint_final.pt").samefile(checkpoints / "checkpoint_iteration=4.pt")
+    assert state["sar"]["epoch"] == 3
     assert sorted(state["sar"]["memory"]) == ["SYN000", "SYN001", "SYN002"]  # only labeled cases
     assert list((tmp_path / "runs" / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -107,13 +112,14 @@ def _assert_identical(a, b, where: str = "checkpoint") -> None:
 
 # 4 labeled cases, 2 per batch: epochs of 2 iterations. Validation every 3 iterations, so both
 # resumed runs also cross a validation, whose loader must leave the training's random streams alone.
-RESUME = dict(num_labeled=4, max_iterations=6, val_interval=3, sw_batch_size=4)
+# Checkpoints every 4 iterations: the final one of iteration 6 is written, not linked to an interval one.
+RESUME = dict(num_labeled=4, max_iterations=6, val_interval=3, sw_batch_size=4, checkpoint_interval=4)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(dataset_dir, tmp_path_factory) -> tuple:
     out = tmp_path_factory.mktemp("uninterrupted")
-    losses, final = _train(dataset_dir, out, checkpoint_interval=4, **RESUME)
+    losses, final = _train(dataset_dir, out, **RESUME)
     return losses, final, out / "runs" / "checkpoints" / "checkpoint_iteration=4.pt"
 
 
@@ -126,6 +132,34 @@ def test_resume_at_an_epoch_boundary_is_exact(dataset_dir, uninterrupted, tmp_pa
     assert resumed_losses == losses[4:]  # iterations 5 and 6, same losses to the last bit
     assert resumed["sar"]["epoch"] == final["sar"]["epoch"] == 3
     _assert_identical(resumed, final)  # weights, SGD momentum, SAR memory, sampler, generators, trainer
+
+
+def test_resume_from_a_final_checkpoint_linked_to_the_interval_one_is_exact(dataset_dir, uninterrupted, tmp_path):
+    losses, final, boundary = uninterrupted
+    assert not boundary.samefile(boundary.parent / "checkpoint_final.pt")  # final at 6, interval at 4: two files
+    _train(dataset_dir, tmp_path / "first", **{**RESUME, "max_iterations": 4})
+    checkpoints = tmp_path / "first" / "runs" / "checkpoints"
+    assert (checkpoints / "checkpoint_final.pt").samefile(checkpoints / "checkpoint_iteration=4.pt")
+    resumed_losses, resumed = _train(dataset_dir, tmp_path / "resumed", resume_from=str(checkpoints / "checkpoint_final.pt"), **RESUME)
+    assert resumed_losses == losses[4:]
+    _assert_identical(resumed, final)
+
+
+def test_checkpoints_without_sar_memory_resume_with_a_warning(dataset_dir, uninterrupted, tmp_path, capsys):
+    losses, _, boundary = uninterrupted
+    _, small = _train(dataset_dir, tmp_path / "first", checkpoint_sar_memory="false", **{**RESUME, "max_iterations": 4})
+    full = torch.load(boundary, weights_only=True)  # the same iteration 4, with the memory
+    assert small["sar"]["memory_saved"] is False and small["sar"]["memory"] == {} and small["sar"]["epoch"] == 1
+    _assert_identical(small["model"], full["model"])
+    # 4 labeled cases of 40x40x24 (the crop grid), 3 epochs x 2 branches, float16: 4 * 6 * 38400 * 2 bytes = 1.84 MB less
+    memory_bytes = sum(m.numel() * m.element_size() for m in full["sar"]["memory"].values())
+    assert memory_bytes == 4 * 6 * 40 * 40 * 24 * 2
+    final = tmp_path / "first" / "runs" / "checkpoints" / "checkpoint_final.pt"
+    assert boundary.stat().st_size - final.stat().st_size >= memory_bytes
+    capsys.readouterr()
+    resumed_losses, resumed = _train(dataset_dir, tmp_path / "resumed", resume_from=str(final), **RESUME)
+    assert [i for i, _ in resumed_losses] == [5, 6] and resumed["trainer"]["iteration"] == 6
+    assert "WARNING - the checkpoint holds no SAR memory" in capsys.readouterr().out
 
 
 def test_resume_inside_an_epoch_is_exact_with_other_workers(dataset_dir, uninterrupted, tmp_path):

@@ -342,6 +342,24 @@ def test_app_inferer_refuses_a_device_that_runs_code(app, app_main, tmp_path):
     assert not marker.exists()
 
 
+def test_app_inferer_writes_uint8_labels_unless_the_request_asks(app, app_main):
+    task = app_main.BundleInferTask(str(app["bundle"]), {})  # what the app's MyApp.init_infers builds
+    image = str(app["studies"] / "case3.nii.gz")
+    written = []
+    try:
+        for request in ({}, {"result_dtype": "float32"}):
+            label_file, _ = task({"image": image, "device": "cpu", **request})
+            written.append(label_file)
+        default, asked = (nib.load(f) for f in written)
+        assert default.get_data_dtype() == np.uint8 and asked.get_data_dtype() == np.float32
+        label = np.asarray(default.dataobj)
+        assert label.shape == SHAPE and set(np.unique(label)) == {0, 1}  # background and left atrium
+        np.testing.assert_array_equal(label, np.asarray(asked.dataobj))  # the same classes
+    finally:
+        for f in written:
+            os.remove(f)
+
+
 def _snapshot(folder: Path) -> dict:
     return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 

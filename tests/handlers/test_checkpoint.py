@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import signal
@@ -266,3 +267,61 @@ def test_first_save_removes_stale_temporaries_only(tmp_path: Path):
     for name, content in kept.items():
         assert (tmp_path / name).read_bytes() == content
     assert _weight(tmp_path / "model.pt") == 1.0
+
+
+def _linking_run(tmp_path: Path, iterations: int, **kwargs) -> tuple:
+    """Run `iterations` iterations (weight = iteration number) with final.pt and interval checkpoints every 2."""
+    net = _net(0.0)
+    saver = AtomicCheckpointSaver(
+        save_dir=str(tmp_path), save_dict={"model": net}, save_final=True, final_filename="final.pt",
+        save_interval=2, epoch_level=False, n_saved=1, **kwargs,
+    )
+    engine = _engine()
+    saver.attach(engine)
+
+    @engine.on(Events.ITERATION_STARTED)
+    def _update(engine):
+        with torch.no_grad():
+            net.weight.fill_(float(engine.state.iteration))
+
+    engine.run(list(range(iterations)), max_epochs=1)
+    return engine, saver
+
+
+def test_final_checkpoint_at_an_interval_iteration_links_to_it(tmp_path: Path):
+    engine, _ = _linking_run(tmp_path, 4, link_final=True)  # interval checkpoints at 2 and 4, final at 4
+    assert sorted(os.listdir(tmp_path)) == ["final.pt", "model_iteration=4.pt"]
+    assert os.path.samefile(tmp_path / "final.pt", tmp_path / "model_iteration=4.pt")  # one copy of the data
+    assert _weight(tmp_path / "final.pt") == 4.0
+
+    # training on: the interval checkpoint of iteration 6 removes model_iteration=4.pt, not the final's data
+    seen = {}
+    engine.add_event_handler(
+        Events.ITERATION_COMPLETED(once=6), lambda e: seen.update(names=sorted(os.listdir(tmp_path)), final=_weight(tmp_path / "final.pt"))
+    )
+    engine.run(list(range(4)), max_epochs=2)
+    assert seen == {"names": ["final.pt", "model_iteration=6.pt"], "final": 4.0}
+    assert sorted(os.listdir(tmp_path)) == ["final.pt", "model_iteration=8.pt"]
+    assert os.path.samefile(tmp_path / "final.pt", tmp_path / "model_iteration=8.pt")
+    assert _weight(tmp_path / "final.pt") == 8.0
+
+
+def test_final_checkpoint_off_the_interval_is_its_own_file(tmp_path: Path):
+    _linking_run(tmp_path, 5, link_final=True)  # interval checkpoint at 4, final at 5
+    assert sorted(os.listdir(tmp_path)) == ["final.pt", "model_iteration=4.pt"]
+    assert not os.path.samefile(tmp_path / "final.pt", tmp_path / "model_iteration=4.pt")
+    assert (_weight(tmp_path / "final.pt"), _weight(tmp_path / "model_iteration=4.pt")) == (5.0, 4.0)
+
+
+def test_final_checkpoint_is_written_without_link_final_or_hard_links(tmp_path: Path, monkeypatch):
+    _linking_run(tmp_path / "default", 4)
+    assert not os.path.samefile(tmp_path / "default" / "final.pt", tmp_path / "default" / "model_iteration=4.pt")
+
+    def no_links(src, dst, *args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)  # a file system without hard links
+    _linking_run(tmp_path / "no_links", 4, link_final=True)
+    assert sorted(os.listdir(tmp_path / "no_links")) == ["final.pt", "model_iteration=4.pt"]  # no temporary left
+    assert not os.path.samefile(tmp_path / "no_links" / "final.pt", tmp_path / "no_links" / "model_iteration=4.pt")
+    assert _weight(tmp_path / "no_links" / "final.pt") == 4.0

@@ -194,6 +194,25 @@ def test_state_dict_round_trip_with_weights_only_load():
     assert restored.seen["a"].all()
 
 
+def test_state_dict_without_memory_restarts_it_with_a_warning(caplog):
+    sar = SARFusion(mode="paper", checkpoint_memory=False)
+    _fuse(sar, _probs(LOW_1).reshape(1, 2, 1, 2, 2), _probs(HIGH_1).reshape(1, 2, 1, 2, 2))
+    sar.epoch_completed()
+    state = sar.state_dict()
+    assert (state["epoch"], state["memory_saved"], state["memory"], state["seen"]) == (1, False, {}, {})
+    assert sar.memory["a"].shape == (3, 2, 1, 2, 2)  # the handler keeps its own memory
+    restored = SARFusion(mode="paper")
+    with caplog.at_level("WARNING", logger="sasnet_components.handlers.sar_fusion"):
+        restored.load_state_dict(state)
+    assert restored.epoch == 1 and restored.memory == {}
+    assert "holds no SAR memory" in caplog.text and "not an exact continuation" in caplog.text
+    # the next fusion reads a fresh memory: both weights 1 + 0.5 * 0.5, as in epoch 1
+    fused = _fuse(restored, _probs(LOW_1).reshape(1, 2, 1, 2, 2), _probs(HIGH_1).reshape(1, 2, 1, 2, 2))
+    expected = [_fg_fused(l, h, 0.5, 0.5) for l, h in zip(LOW_1, HIGH_1)]
+    assert fused[0, 1].flatten().tolist() == pytest.approx(expected, abs=1e-3)
+    assert SARFusion(mode="paper").state_dict()["memory_saved"] is True  # the default keeps the memory
+
+
 def test_attached_to_an_engine_rolls_on_epoch_completed():
     sar = SARFusion(mode="paper", dtype="float32")
     confidences = iter([0.9, 0.8, 0.7, 0.6])  # one iteration per epoch
