@@ -4,8 +4,8 @@ Used by ``bundles/la/configs/inference.yaml``: :func:`inference_datalist` checks
 and lists the readable, finite NIfTI files of a folder that have no output yet,
 :class:`SplitPredictiond` turns the :class:`~sasnet_components.DualBranchUncertainty` output (mean
 probability + decoders' disagreement) into a label map, a foreground probability and an
-uncertainty map, and :func:`inference_report` ends the run: one summary line, or exit status 1 naming every input left
-without outputs.
+uncertainty map, and :func:`inference_report` ends the run: one summary line, or exit status 1
+naming every input left without outputs.
 """
 
 from __future__ import annotations
