@@ -8,7 +8,6 @@ YAML as ``_target_: sasnet_components.DualBranchVNet``.
 from __future__ import annotations
 
 from .data import (
-    CaseProgressLogger,
     SeededDataset,
     SplitPredictiond,
     TwoStreamBatchSampler,
@@ -21,7 +20,18 @@ from .data import (
     semi_supervised_datalists,
 )
 from .engines import SemiSupervisedTrainer, sigmoid_rampup
-from .handlers import AtomicCheckpointSaver, GlobalRandomState, SARFusion, ScheduledValidationHandler, SegmentationReport
+from .handlers import (
+    AtomicCheckpointSaver,
+    CaseProgressLogger,
+    GlobalRandomState,
+    RunProgressBar,
+    SARFusion,
+    ScheduledValidationHandler,
+    SegmentationReport,
+    TqdmLoggingHandler,
+    log_above_bars,
+    progress_enabled,
+)
 from .losses import SEG_LOSS_MODES, PLCLoss, SegLoss, SRCLoss, ensemble_to_sdm, sharpen
 from .metrics import EmptyMaskWarning, asd, dice, hd95, jaccard, segmentation_metrics
 from .networks import DualBranchOutput, DualBranchUncertainty, DualBranchVNet, decoder_disagreement
@@ -48,9 +58,11 @@ __all__ = [
     "SplitPredictiond",
     "LabelPlaceholderd",
     "RandCropWithLocationd",
+    "RunProgressBar",
     "ScheduledValidationHandler",
     "SegmentationReport",
     "SemiSupervisedTrainer",
+    "TqdmLoggingHandler",
     "TwoStreamBatchSampler",
     "datastore_datalists",
     "evaluation_datalist",
@@ -58,6 +70,7 @@ __all__ = [
     "make_synthetic_la",
     "overlap_for_stride",
     "paper_window_positions",
+    "progress_enabled",
     "semi_supervised_datalists",
     "sigmoid_rampup",
     "DualBranchOutput",
@@ -80,6 +93,7 @@ __all__ = [
     "fourier_rotate_plane",
     "hd95",
     "jaccard",
+    "log_above_bars",
     "segmentation_metrics",
     "sharpen",
     "signed_distance_map",

@@ -13,7 +13,8 @@ to skip complete cases when re-run).
 Usage:
     python scripts/prepare_la.py --input_dir /path/to/LA --output_dir data/la \\
         [--num_labeled 16] [--num_validation 8] [--seed 0] [--overwrite False] \\
-        [--layout auto|h5|raw] [--train_list FILE] [--test_list FILE] [--datalist_name datalist.json]
+        [--layout auto|h5|raw] [--train_list FILE] [--test_list FILE] [--datalist_name datalist.json] \\
+        [--progress auto|true|false]
 
 ``--num_labeled 16`` is the 20 % setting of the paper, ``8`` the 10 % setting.
 
@@ -35,10 +36,12 @@ from pathlib import Path
 try:
     from sasnet_components.data.checks import exception_message
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
+    from sasnet_components.handlers.progress import progress_enabled
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sasnet_components.data.checks import exception_message
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
+    from sasnet_components.handlers.progress import progress_enabled
 
 __all__ = ["parse_args", "main"]
 
@@ -50,6 +53,13 @@ def _str2bool(value: str) -> bool:
     if lowered in ("0", "false", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (True / False), got {value!r}")
+
+
+def _progress(value: str) -> bool:
+    try:
+        return progress_enabled(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -74,6 +84,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train_list", default=None, help="train id list (default: <input_dir>/train.list)")
     p.add_argument("--test_list", default=None, help="test id list (default: <input_dir>/test.list)")
     p.add_argument("--datalist_name", default="datalist.json", help="datalist file name in output_dir")
+    p.add_argument(
+        "--progress",
+        type=_progress,
+        default="auto",
+        help="progress bar of the cases on stderr: auto (only on a terminal, default), true or false",
+    )
     return p.parse_args(argv)
 
 
@@ -98,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             train_list=args.train_list,
             test_list=args.test_list,
             datalist_name=args.datalist_name,
+            progress=args.progress,
         )
     except (OSError, ValueError, KeyError) as e:
         sys.stdout.flush()  # the log goes to stdout: keep the message after it

@@ -1,12 +1,11 @@
-"""Inference on a folder of NIfTI files: the list of cases to run, the split of the network output, progress, report.
+"""Inference on a folder of NIfTI files: the list of cases to run, the split of the network output, the report.
 
 Used by ``bundles/la/configs/inference.yaml``: :func:`inference_datalist` checks the output folders
 and lists the readable, finite NIfTI files of a folder that have no output yet,
 :class:`SplitPredictiond` turns the :class:`~sasnet_components.DualBranchUncertainty` output (mean
 probability + decoders' disagreement) into a label map, a foreground probability and an
-uncertainty map, :class:`CaseProgressLogger` logs ``case i/n: name`` per case, and
-:func:`inference_report` ends the run: one summary line, or exit status 1 naming every input left
-without outputs.
+uncertainty map, and :func:`inference_report` ends the run: one summary line, or exit status 1
+naming every input left without outputs.
 """
 
 from __future__ import annotations
@@ -30,7 +29,6 @@ from sasnet_components.utils.io import atomic_path
 
 __all__ = [
     "AtomicNibabelWriter",
-    "CaseProgressLogger",
     "SplitPredictiond",
     "check_inference_folders",
     "case_id_of",
@@ -351,37 +349,3 @@ class SplitPredictiond(MapTransform):
             d[self.probability_key] = _with_meta(prob[1:].clamp(0.0, 1.0), pred)
             d[self.uncertainty_key] = _with_meta(values[self.num_classes :].clamp(0.0, 1.0), pred)
         return d
-
-
-class CaseProgressLogger:
-    """Log ``case i/n: <file name>`` after each case an evaluator has processed (no tqdm needed).
-
-    Args:
-        total: number of cases (``len`` of the data list).
-        name: logger name.
-
-    Example (bundle config)::
-
-        - _target_: sasnet_components.data.inference.CaseProgressLogger
-          total: $len(@infer#datalist)
-    """
-
-    def __init__(self, total: int, name: str = "sasnet_components.inference") -> None:
-        self.total = int(total)
-        self.logger = logging.getLogger(name)
-
-    def attach(self, engine) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
-
-    def __call__(self, engine) -> None:
-        batch = engine.state.batch
-        names = []
-        if isinstance(batch, dict):
-            ids = batch.get("case_id")
-            names = list(ids) if isinstance(ids, (list, tuple)) else [ids]
-        elif isinstance(batch, (list, tuple)):
-            names = [b.get("case_id") for b in batch if isinstance(b, dict)]
-        label = ", ".join(str(n) for n in names) or "?"
-        self.logger.info(f"case {engine.state.iteration}/{self.total}: {label}")

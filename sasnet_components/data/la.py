@@ -70,8 +70,10 @@ from typing import Any, Union
 
 import nibabel as nib
 import numpy as np
+from tqdm import tqdm
 
 from sasnet_components.data.checks import exception_message, nonfinite_message, read_error
+from sasnet_components.handlers.progress import log_above_bars
 from sasnet_components.utils.errors import InvalidInputError, MissingInputError, OutputExistsError, UnknownKeyError
 from sasnet_components.utils.io import atomic_path, atomic_write_text, sha256_file
 
@@ -609,6 +611,7 @@ def prepare_la(
     train_list: PathLike | None = None,
     test_list: PathLike | None = None,
     datalist_name: str = "datalist.json",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Convert the LA dataset to NIfTI and write the semi-supervised datalist.
 
@@ -628,6 +631,8 @@ def prepare_la(
             without any list, all case folders (sorted) become training cases.
         test_list: id list to use instead of ``<input_dir>/test.list`` (optional).
         datalist_name: file name of the datalist in ``output_dir``.
+        progress: show a progress bar of the cases on stderr (``preparing: 12/88``); log lines are then
+            written above it (:func:`~sasnet_components.handlers.progress.log_above_bars`).
 
     Returns:
         The datalist written to ``output_dir / datalist_name`` (see :func:`build_datalist`).
@@ -765,7 +770,9 @@ def prepare_la(
         content = {"version": _MANIFEST_VERSION, "cases": manifest, "datalists": recorded_datalists}
         _atomic_write_json(content, manifest_path)
 
-    for case_id, split, src in sources:
+    if progress:
+        log_above_bars()
+    for case_id, split, src in tqdm(sources, desc="preparing", unit="case", leave=False, disable=not progress):
         entry = _entry(case_id, split)
         data_file = src if layout == "h5" else src / _RAW_IMAGE
         stat = data_file.stat()

@@ -1,9 +1,22 @@
 from __future__ import annotations
 
+from .case_progress import CaseProgressLogger
 from .checkpoint import AtomicCheckpointSaver
+from .progress import RunProgressBar, TqdmLoggingHandler, log_above_bars, progress_enabled
 from .random_state import GlobalRandomState
 from .sar_fusion import SARFusion
 from .segmentation_report import SegmentationReport
 from .validation import ScheduledValidationHandler
 
-__all__ = ["AtomicCheckpointSaver", "GlobalRandomState", "SARFusion", "ScheduledValidationHandler", "SegmentationReport"]
+__all__ = [
+    "AtomicCheckpointSaver",
+    "CaseProgressLogger",
+    "GlobalRandomState",
+    "RunProgressBar",
+    "SARFusion",
+    "ScheduledValidationHandler",
+    "SegmentationReport",
+    "TqdmLoggingHandler",
+    "log_above_bars",
+    "progress_enabled",
+]

@@ -53,7 +53,7 @@ def _overrides(dataset_dir: str, out: Path, **extra) -> dict:
     return tiny
 
 
-def test_train_then_evaluate(dataset_dir, tmp_path):
+def test_train_then_evaluate(dataset_dir, tmp_path, capsys):
     # flags as the command line passes them (strings): 'false' must mean false
     run("training", config_file=TRAIN, **_overrides(dataset_dir, tmp_path, select_best="false", amp="false"))
     assert (tmp_path / "models" / "model.pt").is_file()  # the final model is the reported one
@@ -78,6 +78,9 @@ def test_train_then_evaluate(dataset_dir, tmp_path):
     with open(tmp_path / "runs" / "eval_validation" / "metrics_per_case.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["case_id"] for r in rows] == ["SYN006", "SYN007"]  # the last 2 ids of train.list
+    log = capsys.readouterr().out
+    cases = re.findall(r"evaluation - INFO - (case \d/2: SYN00\d), Dice \d\.\d{4} ", log)
+    assert cases == ["case 1/2: SYN006", "case 2/2: SYN007"]  # one line per case
     summary = json.loads((tmp_path / "runs" / "eval_validation" / "metrics_summary.json").read_text())
     assert summary["num_cases"] == 2 and set(summary["mean"]) >= {"dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm"}
     assert summary["sliding_window"] == {"roi_size": [32, 32, 16], "stride": [16, 16, 8], "mode": "constant"}
@@ -243,11 +246,26 @@ def test_paper_protocol_selects_as_the_reference_code_and_says_so(dataset_dir, t
 
 def test_default_protocol_logs_its_validation_plan(dataset_dir, tmp_path, capsys):
     run("training", config_file=TRAIN, **_overrides(dataset_dir, tmp_path, max_iterations=2))
+    captured = capsys.readouterr()
     assert re.search(
         r"INFO - protocol 'default': validating every 2 iterations from iteration 2 on 2 validation cases \(sliding "
         r"window 32x32x16, stride 16/16/8, uniform weights, float32\); the final model is reported",
-        capsys.readouterr().out,
+        captured.out,
     )
+    # one line per validation case; `progress: auto` and stderr is not a terminal here: no bars
+    assert re.findall(r"validation - INFO - (case \d/2: SYN00\d), Dice \d\.\d{4} \(\d+\.\d s\)", captured.out) == [
+        "case 1/2: SYN006",
+        "case 2/2: SYN007",
+    ]
+    assert "%|" not in captured.err and "training: [" not in captured.err
+
+
+def test_progress_true_shows_bars_and_log_lines_above_them(dataset_dir, tmp_path, capsys):
+    run("training", config_file=TRAIN, **_overrides(dataset_dir, tmp_path, max_iterations=2, progress="true"))
+    captured = capsys.readouterr()
+    assert "Loading dataset: 100%" in captured.err  # CacheDataset follows the option
+    assert "training: [2/2] 100%" in captured.err and "validation: [2/2] 100%" in captured.err
+    assert re.search(r"\n\S+ \S+ - validation - INFO - case 2/2: SYN007, Dice", captured.out)  # a line of its own
 
 
 @pytest.mark.parametrize(
@@ -317,6 +335,7 @@ def test_evaluation_names_a_truncated_file(dataset_dir, tmp_path):
         ({"num_labled": 3}, KeyError, r"'num_labled': did you mean \['num_labeled'"),
         ({"num_labeled": 99}, ValueError, r"`num_labeled` must be in \[1, 8\].*got 99"),
         ({"dataset_dir": "/nonexistent/la"}, FileNotFoundError, r"scripts/prepare_la.py"),
+        ({"progress": "sometimes"}, ValueError, r"`progress` must be auto, true or false .*got 'sometimes'"),
         (
             {"pad_to_patch": False, "patch_size": [48, 48, 16]},
             ValueError,

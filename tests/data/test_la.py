@@ -268,6 +268,22 @@ def test_cli_script(h5_root, tmp_path):
     assert defaults.overwrite is False and defaults.seed == 0 and defaults.layout == "auto"
 
 
+def test_progress_bar_of_the_cases(h5_root, tmp_path, capsys):
+    root, _ = h5_root
+    prepare_la(root, tmp_path / "quiet", num_labeled=3, num_validation=2)
+    assert "preparing" not in capsys.readouterr().err  # off by default
+    prepare_la(root, tmp_path / "bar", num_labeled=3, num_validation=2, progress=True)
+    err = capsys.readouterr().err
+    assert "preparing:   0%|" in err and " 0/11 [" in err  # 10 train.list + 1 test.list cases
+    module = _load_script()
+    args = ["--input_dir", str(root)]
+    assert module.parse_args(args).progress is False  # auto, and stderr is not a terminal here
+    assert module.parse_args(args + ["--progress", "true"]).progress is True
+    with pytest.raises(SystemExit):
+        module.parse_args(args + ["--progress", "sometimes"])
+    assert "`progress` must be auto, true or false" in capsys.readouterr().err
+
+
 def _break_case03_and_case05(root: Path, arrays) -> None:
     """case03: not an h5 file; case05: 3 * 2 * 2 = 12 NaN voxels in its image."""
     _h5_path(root, "case03").write_bytes(b"not an h5 file" * 10)
