@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,3 +60,12 @@ def test_unknown_option_in_config_names_the_choices():
     with pytest.raises(RuntimeError) as err:
         parser.get_parsed_content("sar")
     assert str(err.value.__cause__) == "SARFusion's `mode` must be one of ['paper', 'running'], got 'averaged'."
+
+
+def test_package_import_leaves_monai_label_out():
+    # MONAI Label is optional and only the exported app imports it; the bundle commands import the package
+    root = str(Path(sasnet_components.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    code = "import sys, sasnet_components.utils; print(sorted(m for m in sys.modules if m.split('.')[0] == 'monailabel'))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"

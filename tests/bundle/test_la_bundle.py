@@ -14,7 +14,9 @@ import pytest
 import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, run
+from monai.data import CacheDataset
 
+import sasnet_components.data
 from sasnet_components import DualBranchVNet
 from sasnet_components.data import make_synthetic_la
 from sasnet_components.data.la import prepare_la
@@ -327,6 +329,45 @@ def test_evaluation_names_a_truncated_file(dataset_dir, tmp_path):
         )
     expected = f"case 'SYN006': cannot read image '{broken}/imagesTr/SYN006.nii.gz': "
     assert any(m.startswith(expected) and m.endswith("(EOFError)") for m in _messages(info.value)), _messages(info.value)
+
+
+def _record_caches(monkeypatch) -> list:
+    """The number of cases each ``CacheDataset`` built from now on caches, in order of construction."""
+    cached, init = [], CacheDataset.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        cached.append(self.cache_num)
+
+    monkeypatch.setattr(CacheDataset, "__init__", recording_init)
+    return cached
+
+
+@pytest.mark.parametrize("val_interval, cached", [(4, [8, 2]), (5, [8, 0])])
+def test_training_caches_the_validation_data_only_when_it_validates(dataset_dir, tmp_path, monkeypatch, val_interval, cached):
+    recorded = _record_caches(monkeypatch)
+    workflow = ConfigWorkflow(config_file=TRAIN, run_id="training", **_overrides(dataset_dir, tmp_path, val_interval=val_interval))
+    workflow.initialize()
+    workflow.parser.get_parsed_content("train#trainer")  # with its datasets and validator, as `training` builds it
+    # the training pool (3 labeled, 5 unlabeled), then the 2 validation cases: none when the first validation
+    # would come after the last iteration (4)
+    assert recorded == cached
+
+
+def test_evaluation_reads_no_training_data(dataset_dir, tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("evaluating built training data")
+
+    monkeypatch.setattr(CacheDataset, "__init__", refuse)
+    monkeypatch.setattr(sasnet_components.data, "semi_supervised_datalists", refuse)
+    (tmp_path / "models").mkdir()
+    torch.save(DualBranchVNet(n_filters=2).state_dict(), tmp_path / "models" / "model.pt")
+    run(
+        "evaluating",
+        config_file=[TRAIN, EVALUATE],
+        **_overrides(dataset_dir, tmp_path, eval_roi_size=[32, 32, 16], eval_stride=[16, 16, 8]),
+    )
+    assert (tmp_path / "runs" / "eval_validation" / "metrics_summary.json").is_file()
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 from monai.bundle import run
-from monai.data import MetaTensor
+from monai.data import CacheDataset, MetaTensor
 
+import sasnet_components.data
 from sasnet_components import DualBranchVNet
 from sasnet_components.data.inference import SplitPredictiond, case_id_of, inference_datalist
 
@@ -206,6 +207,22 @@ def test_unusable_output_folder_is_refused_before_the_model_is_loaded(tmp_path, 
         message = rf"output folder '{re.escape(str(out))}' cannot be used: no permission to write in '{re.escape(str(read_only))}'"
         _raised(PermissionError, message, run, "inferring", config_file=CONFIG, **_overrides(no_model, inputs, out))
     assert list(read_only.iterdir()) == []
+
+
+def test_inference_reads_no_training_data(ckpt_dir, tmp_path, monkeypatch):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _write(inputs / "a.nii.gz", (20, 21, 22), np.eye(4))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("inferring built training or evaluation data")
+
+    monkeypatch.setattr(CacheDataset, "__init__", refuse)
+    for name in ("semi_supervised_datalists", "evaluation_datalist"):
+        monkeypatch.setattr(sasnet_components.data, name, refuse)
+    # no datalist there: inference must not need one
+    run("inferring", config_file=CONFIG, dataset_dir=str(tmp_path / "absent"), **_overrides(ckpt_dir, inputs, tmp_path / "out"))
+    assert (tmp_path / "out" / "a_seg.nii.gz").is_file()
 
 
 def test_datalist_order_ids_and_duplicates(tmp_path):
