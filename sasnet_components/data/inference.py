@@ -24,8 +24,8 @@ from monai.data import MetaTensor, NibabelWriter
 from monai.transforms import MapTransform
 
 from sasnet_components.data.checks import error_reason, nonfinite_message
-from sasnet_components.utils.errors import InputPermissionError, InvalidInputError, MissingInputError, NotAFolderError
-from sasnet_components.utils.io import atomic_path
+from sasnet_components.utils.errors import InvalidInputError, MissingInputError
+from sasnet_components.utils.io import atomic_path, check_output_folder
 
 __all__ = [
     "AtomicNibabelWriter",
@@ -91,27 +91,6 @@ def _nifti_inputs(input_path: Path) -> List[Path]:
     )
 
 
-def _check_output_folder(folder: Path) -> None:
-    """Raise unless `folder` is a writable folder or can be created as one (nothing is created).
-
-    Uses ``os.access`` on the nearest existing folder, so a read-only folder or file system is
-    found before any model is loaded, not when the first result is saved.
-    """
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise NotAFolderError(
-            f"output folder '{folder}' cannot be used: '{existing}' is a file, not a folder; choose another "
-            "--output_dir."
-        )
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputPermissionError(
-            f"output folder '{folder}' cannot be used: no permission to write in '{existing}'; choose a folder "
-            "you can write to (--output_dir)."
-        )
-
-
 def check_inference_folders(
     input_dir: Union[str, os.PathLike],
     output_dir: Union[str, os.PathLike],
@@ -146,7 +125,7 @@ def check_inference_folders(
     if not pairs or any(len(p) != 2 or not all(isinstance(s, str) for s in p) for p in pairs):
         raise InvalidInputError(f"`outputs` must be a non-empty list of [subfolder, postfix] string pairs, got {outputs!r}.")
     for sub, _ in pairs:
-        _check_output_folder(output_root / sub)
+        check_output_folder(output_root / sub, "output_dir")
     return True
 
 

@@ -24,7 +24,7 @@ from .errors import (
     find_input_error,
     report_input_errors,
 )
-from .io import atomic_path, atomic_write_text
+from .io import atomic_path, atomic_write_text, check_output_folder
 from .monailabel import TORCHVISION_GUARD, export_monailabel_bundle, load_torchscript_weights, prepare_monailabel_app
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "atomic_path",
     "atomic_write_text",
     "check_option",
+    "check_output_folder",
     "bundle_root",
     "check_checkpoint",
     "check_config_keys",

@@ -27,12 +27,22 @@ from pathlib import Path
 from types import FrameType
 from typing import Iterator, Optional, Union
 
+from .errors import InputPermissionError, NotAFolderError
+
 try:
     import fcntl
 except ImportError:  # not POSIX: liveness from host, PID and age only
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["atomic_link", "atomic_path", "atomic_write_text", "current_umask", "sha256_file", "temporary_dir"]
+__all__ = [
+    "atomic_link",
+    "atomic_path",
+    "atomic_write_text",
+    "check_output_folder",
+    "current_umask",
+    "sha256_file",
+    "temporary_dir",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -273,3 +283,36 @@ def sha256_file(path: Union[str, os.PathLike]) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_output_folder(folder: Union[str, os.PathLike], option: str = "output_dir") -> bool:
+    """Raise unless `folder` is a writable folder or can be created as one (nothing is created).
+
+    Uses ``os.access`` on the nearest existing folder, so a read-only folder or file system is
+    found before any data is read or model loaded, not when the first result is saved.
+
+    Args:
+        folder: the output folder.
+        option: the option that names it, for the message (``--<option>``).
+
+    Returns:
+        True when the folder can be used.
+
+    Raises:
+        NotAFolderError: `folder` is, or lies under, an existing file.
+        InputPermissionError: `folder`, or the folder it would be created in, is not writable.
+    """
+    folder = Path(folder).expanduser().absolute()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotAFolderError(
+            f"output folder '{folder}' cannot be used: '{existing}' is a file, not a folder; choose another --{option}."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputPermissionError(
+            f"output folder '{folder}' cannot be used: no permission to write in '{existing}'; choose a folder "
+            f"you can write to (--{option})."
+        )
+    return True

@@ -97,3 +97,11 @@ def test_unusable_output_folder(work, tmp_path):
     result = _bundle("inferring", INFER, "--input_dir", str(work / "scans"), "--output_dir", str(blocker / "seg"),
                      "--inference_checkpoint", str(work / "model.pt"), "--network_def#n_filters", "2")
     _assert_ends_with(result, f"output folder '{blocker / 'seg'}' cannot be used: '{blocker}' is a file")
+
+
+def test_unusable_training_output_folder_is_found_before_any_data_is_read(work, tmp_path):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("a file")
+    result = _bundle("training", TRAIN, "--dataset_dir", str(work / "prepared"), "--ckpt_dir", str(blocker / "models"))
+    _assert_ends_with(result, f"output folder '{blocker / 'models'}' cannot be used: '{blocker}' is a file", "--ckpt_dir")
+    assert "protocol 'default'" not in result.stdout  # the datalist was not read
