@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import re
 import sys
 from types import TracebackType
 from typing import Any, Optional, Sequence, Type
@@ -91,19 +92,51 @@ def check_option(value: Any, options: Sequence[Any], name: str) -> Any:
     raise InvalidInputError(f"{name} must be one of {list(options)}, got {value!r}{hint}.")
 
 
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"  # torch.utils.data's re-raise of a worker's error
+_CAUSE = "The above exception was the direct cause of the following exception:"
+_CONTEXT = "During handling of the above exception, another exception occurred:"
+_ERROR_LINE = re.compile(r"^" + re.escape(__name__) + r"\.(\w+): (.*)\Z", re.M | re.S)
+
+
+def _from_worker(text: str) -> Optional[InputError]:
+    """The input error in the text of an exception a DataLoader worker raised, rebuilt, or None.
+
+    A worker process sends its exception back as text: ``torch.utils.data`` re-raises the outermost
+    type (MONAI's ``RuntimeError`` of a failed transform) with the formatted traceback as its message,
+    in which the chain of causes is ``<error line>, "The above exception was the direct cause ..."``,
+    innermost first.
+    """
+    if _WORKER_TRACEBACK not in text:
+        return None
+    for part in reversed(text.split(_CONTEXT)[-1].split(_CAUSE)):  # outermost cause first
+        match = _ERROR_LINE.search(part.strip())
+        kind = _INPUT_ERRORS.get(match.group(1)) if match else None
+        if kind is not None:
+            return kind(match.group(2))
+    return None
+
+
 def find_input_error(error: Optional[BaseException]) -> Optional[InputError]:
     """The outermost :class:`InputError` among `error` and its causes (``raise ... from``), or None.
 
     MONAI wraps an exception raised while a config item is built or evaluated in a ``RuntimeError``
     ``from`` it; the input error is found through that chain. An exception raised while another
-    was handled (its ``__context__`` only) is a fault of its own and does not count.
+    was handled (its ``__context__`` only) is a fault of its own and does not count. An input error
+    raised in a DataLoader worker process reaches the main process as the text of its traceback; it
+    is rebuilt from that text (same class and message).
     """
     seen = set()
+    chain = []
     while error is not None and id(error) not in seen:
         if isinstance(error, InputError):
             return error
         seen.add(id(error))
+        chain.append(error)
         error = error.__cause__
+    for error in chain:
+        found = _from_worker(str(error))
+        if found is not None:
+            return found
     return None
 
 
@@ -121,10 +154,19 @@ def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     if record.exc_info and find_input_error(record.exc_info[1]) is not None:
         record.exc_info = None  # handlers that log an exception (ignite / MONAI) show its message only
         record.exc_text = None
+    message = record.getMessage()
+    found = _from_worker(message)
+    if found is not None:  # a worker's error in the message: its traceback text becomes the input error's message
+        record.msg, record.args = message.split("Caught ", 1)[0] + str(found), ()
     return record
 
 
 _state: dict = {}
+_INPUT_ERRORS = {  # by name, to rebuild them from a worker's traceback text
+    kind.__name__: kind
+    for kind in (InputError, InvalidInputError, InputTypeError, UnknownKeyError, MissingInputError, NotAFolderError,
+                 InputPermissionError, OutputExistsError)
+}
 
 
 def report_input_errors() -> bool:

@@ -3,6 +3,7 @@ a mistake in the input ends the run with its message as the last line of stderr,
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -105,3 +106,18 @@ def test_unusable_training_output_folder_is_found_before_any_data_is_read(work, 
     result = _bundle("training", TRAIN, "--dataset_dir", str(work / "prepared"), "--ckpt_dir", str(blocker / "models"))
     _assert_ends_with(result, f"output folder '{blocker / 'models'}' cannot be used: '{blocker}' is a file", "--ckpt_dir")
     assert "protocol 'default'" not in result.stdout  # the datalist was not read
+
+
+def test_bad_volume_read_by_a_loader_worker(work, tmp_path):
+    broken = tmp_path / "prepared"
+    shutil.copytree(work / "prepared", broken)
+    path = broken / "imagesTr" / "SYN004.nii.gz"  # a validation case (the last 2 ids of train.list)
+    image = nib.load(str(path))
+    data = np.asarray(image.dataobj, dtype=np.float32).copy()
+    data[:2, :3, :4] = np.nan  # 24 voxels
+    nib.save(nib.Nifti1Image(data, image.affine), str(path))
+    result = _bundle("evaluating", EVALUATE, "--dataset_dir", str(broken), "--eval_checkpoint", str(work / "model.pt"),
+                     "--network_def#n_filters", "2", "--eval_roi_size", "[32,32,16]", "--eval_stride", "[16,16,8]",
+                     "--num_workers", "1", "--output_dir", str(tmp_path / "runs"))
+    last = _assert_ends_with(result, f"case 'SYN004': image '{path}' has 24 non-finite voxels (24 NaN, 0 infinite)")
+    assert last.endswith("expected finite intensities.")

@@ -86,3 +86,46 @@ def test_other_errors_keep_their_traceback():
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr and result.stderr.splitlines()[-1] == "ZeroDivisionError: division by zero"
     assert "Traceback (most recent call last)" in result.stdout  # the logged one too
+
+
+def _reraised_from_a_worker(make_error) -> RuntimeError:
+    """The exception ``torch.utils.data`` raises in the main process for one a worker raised (its traceback as text)."""
+    from torch._utils import ExceptionWrapper  # what DataLoader workers send back
+
+    try:
+        make_error()
+    except Exception:
+        wrapped = ExceptionWrapper(where="in DataLoader worker process 0")
+    try:
+        wrapped.reraise()
+    except RuntimeError as e:
+        return e
+
+
+def _transform_failed(error: Exception) -> None:
+    try:
+        raise error
+    except Exception as e:
+        raise RuntimeError("applying transform <CheckedLoadImaged>") from e  # as MONAI's apply_transform
+
+
+def test_an_input_error_raised_in_a_worker_is_rebuilt_from_its_traceback():
+    message = "case 'LA003': image '/d/LA003.nii.gz' has 24 non-finite voxels (24 NaN, 0 infinite) of 4000;\nexpected finite intensities."
+    reraised = _reraised_from_a_worker(lambda: _transform_failed(InvalidInputError(message)))
+    assert type(reraised) is RuntimeError and "Original Traceback" in str(reraised)
+    outer = RuntimeError("Failed to evaluate ConfigExpression")
+    outer.__cause__ = reraised
+    found = find_input_error(outer)
+    assert type(found) is InvalidInputError and str(found) == message
+    missing = _reraised_from_a_worker(lambda: _transform_failed(UnknownKeyError("case 'a': no 'label'")))
+    assert str(find_input_error(missing)) == "case 'a': no 'label'"
+    # a worker's own fault, and one raised while an input error was handled, keep their traceback
+    assert find_input_error(_reraised_from_a_worker(lambda: _transform_failed(ZeroDivisionError("x")))) is None
+
+    def fault_while_handling():
+        try:
+            raise InvalidInputError("bad")
+        except InvalidInputError:
+            raise RuntimeError("bug in the handler")
+
+    assert find_input_error(_reraised_from_a_worker(fault_while_handling)) is None
