@@ -25,6 +25,7 @@ import fire
 
 from sasnet_components.data.checks import exception_message
 from sasnet_components.utils import InputError, InvalidInputError, as_bool, export_monailabel_bundle, prepare_monailabel_app
+from sasnet_components.utils.monailabel import export_network
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "la"
 
@@ -53,6 +54,7 @@ def export(
     """
     if (app_dir is None) == (output_dir is None):
         raise InvalidInputError(f"pass exactly one of --app_dir and --output_dir, got app_dir={app_dir!r}, output_dir={output_dir!r}.")
+    export_network(bundle_dir, checkpoint, **override)  # the checkpoint fits, before any folder is made
     if app_dir is not None:
         if any(word in name for word in ("deepedit", "deepgrow", "detection", "classification")):
             raise InvalidInputError(f"--name {name!r}: MONAI Label gives names containing deepedit/deepgrow/detection/classification another task type.")

@@ -318,7 +318,7 @@ class SplitPredictiond(MapTransform):
         for key in self.key_iterator(d):
             pred = d[key]
             if pred.ndim < 2 or pred.shape[0] != self.num_classes + 1:
-                raise InvalidInputError(
+                raise ValueError(
                     f"`{key}` must have shape ({self.num_classes + 1}, *spatial) (num_classes probabilities + 1 "
                     f"disagreement channel), got shape {tuple(pred.shape)}."
                 )

@@ -13,7 +13,7 @@ import numpy as np
 from monai.transforms import Randomizable
 from torch.utils.data import Dataset, Sampler
 
-from sasnet_components.utils.errors import InputTypeError, InvalidInputError, UnknownKeyError
+from sasnet_components.utils.errors import InvalidInputError, UnknownKeyError
 
 __all__ = ["SeededDataset", "TwoStreamBatchSampler"]
 
@@ -101,7 +101,7 @@ class TwoStreamBatchSampler(Sampler[List[Union[int, Tuple[int, int]]]]):
             ValueError: `start` outside ``[0, len(self))``.
         """
         if not 0 <= int(start) < len(self):
-            raise InvalidInputError(f"`start` must be in [0, {len(self)}) batches of an epoch, got {start}.")
+            raise ValueError(f"`start` must be in [0, {len(self)}) batches of an epoch, got {start}.")
         self.epoch, self.start = int(epoch), int(start)
 
     def state_dict(self) -> Dict[str, int]:
@@ -186,7 +186,7 @@ class SeededDataset(Dataset):
 
     def __init__(self, dataset: Dataset) -> None:
         if not isinstance(getattr(dataset, "transform", None), Randomizable):
-            raise InputTypeError(
+            raise TypeError(
                 f"`dataset` must have a randomizable `transform` (a monai.transforms.Compose), "
                 f"got {type(getattr(dataset, 'transform', None)).__name__}."
             )
@@ -199,7 +199,7 @@ class SeededDataset(Dataset):
         try:
             index, seed = (int(v) for v in item)
         except (TypeError, ValueError):
-            raise InputTypeError(
+            raise TypeError(
                 f"SeededDataset items are (index, seed) pairs, as TwoStreamBatchSampler(sample_seeds=True) yields; got {item!r}."
             ) from None
         self.dataset.transform.set_random_state(seed=seed)  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ from sasnet_components.handlers.sar_fusion import SARFusion
 from sasnet_components.losses.plc import PLCLoss
 from sasnet_components.losses.seg import SegLoss
 from sasnet_components.losses.src import SRCLoss, ensemble_to_sdm
-from sasnet_components.utils.errors import InputTypeError, InvalidInputError
+from sasnet_components.utils.errors import InvalidInputError
 
 __all__ = ["SemiSupervisedTrainer", "sigmoid_rampup"]
 
@@ -166,7 +166,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             sampler.set_epoch(engine.state.epoch - 1)
             return
         if "start" not in inspect.signature(sampler.set_epoch).parameters:
-            raise InputTypeError(
+            raise TypeError(
                 f"resuming inside an epoch (iteration {engine.state.iteration}, {done} of {engine.state.epoch_length} "
                 f"batches done) needs a batch sampler whose set_epoch takes `start` (TwoStreamBatchSampler), "
                 f"got {type(sampler).__name__}."
@@ -205,17 +205,17 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
     def _iteration(self, engine: "SemiSupervisedTrainer", batchdata: Dict[str, Any]) -> Dict[str, Any]:
         if batchdata is None:
-            raise InvalidInputError("Must provide batch data for current iteration.")
+            raise ValueError("Must provide batch data for current iteration.")
         k = engine.keys
         missing = [key for key in k.values() if key not in batchdata]
         if missing:
-            raise InvalidInputError(f"the training batch lacks keys {missing}; it has {sorted(map(str, batchdata))}.")
+            raise ValueError(f"the training batch lacks keys {missing}; it has {sorted(map(str, batchdata))}.")
         device, non_blocking = engine.state.device, engine.non_blocking
         inputs = batchdata[k["image"]].to(device=device, non_blocking=non_blocking)
         targets = batchdata[k["label"]].to(device=device, non_blocking=non_blocking)
         labeled = torch.as_tensor(batchdata[k["flag"]], dtype=torch.bool).reshape(-1).cpu()
         if not bool(labeled.any()):
-            raise InvalidInputError("a training batch has no labeled sample; use TwoStreamBatchSampler with labeled_batch_size >= 1.")
+            raise ValueError("a training batch has no labeled sample; use TwoStreamBatchSampler with labeled_batch_size >= 1.")
         lab_idx = labeled.nonzero().reshape(-1).to(device)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
 

@@ -29,7 +29,7 @@ _CURRENT, _PREVIOUS, _BEFORE_PREVIOUS = 0, 1, 2
 def _as_int_rows(value: Union[torch.Tensor, Sequence], name: str, batch: int, ndim: int) -> List[List[int]]:
     rows = [[int(v) for v in torch.as_tensor(row).reshape(-1).tolist()] for row in value]
     if len(rows) != batch or any(len(r) != ndim for r in rows):
-        raise InvalidInputError(f"`{name}` must hold {batch} rows of {ndim} integers (one per spatial dim), got {value!r}.")
+        raise ValueError(f"`{name}` must hold {batch} rows of {ndim} integers (one per spatial dim), got {value!r}.")
     return rows
 
 
@@ -176,24 +176,24 @@ class SARFusion:
                 a view that is not a permutation, or a case seen with two different shapes.
         """
         if prob_low.shape != prob_high.shape or prob_low.ndim < 3:
-            raise InvalidInputError(
+            raise ValueError(
                 f"`prob_low` and `prob_high` must have the same shape (B, C, *spatial), "
                 f"got {tuple(prob_low.shape)} and {tuple(prob_high.shape)}."
             )
         batch, n_classes, spatial = prob_low.shape[0], prob_low.shape[1], tuple(prob_low.shape[2:])
         labeled_mask = torch.as_tensor(labeled, dtype=torch.bool, device=torch.device("cpu")).reshape(-1)
         if labeled_mask.numel() != batch:
-            raise InvalidInputError(f"`labeled` must hold {batch} flags (one per sample), got {labeled_mask.numel()}.")
+            raise ValueError(f"`labeled` must hold {batch} flags (one per sample), got {labeled_mask.numel()}.")
         ensemble = 0.5 * (prob_low + prob_high)
         indices = labeled_mask.nonzero().reshape(-1).tolist()
         if not indices:
             return ensemble
         if label is None or case_ids is None or crop_starts is None or views is None or case_shapes is None:
-            raise InvalidInputError("labeled samples need `label`, `case_ids`, `crop_starts`, `views` and `case_shapes`.")
+            raise ValueError("labeled samples need `label`, `case_ids`, `crop_starts`, `views` and `case_shapes`.")
         if tuple(label.shape) != (batch, 1, *spatial):
-            raise InvalidInputError(f"`label` must have shape {(batch, 1, *spatial)}, got {tuple(label.shape)}.")
+            raise ValueError(f"`label` must have shape {(batch, 1, *spatial)}, got {tuple(label.shape)}.")
         if len(case_ids) != batch:
-            raise InvalidInputError(f"`case_ids` must hold {batch} identifiers, got {len(case_ids)}.")
+            raise ValueError(f"`case_ids` must hold {batch} identifiers, got {len(case_ids)}.")
         ndim = len(spatial)
         starts = _as_int_rows(crop_starts, "crop_starts", batch, ndim)
         perms = _as_int_rows(views, "views", batch, ndim)
@@ -202,7 +202,7 @@ class SARFusion:
         lab = label[indices].long()
         bad = lab[(lab < 0) | (lab >= n_classes)]
         if bad.numel():
-            raise InvalidInputError(
+            raise ValueError(
                 f"`label` of labeled samples must hold class indices in [0, {n_classes}), "
                 f"got values {sorted(set(bad.unique().tolist()))[:5]}."
             )
@@ -227,12 +227,12 @@ class SARFusion:
     # ------------------------------------------------------------------ memory access
     def _regions(self, case: str, start: List[int], perm: List[int], case_shape: List[int], spatial, device):
         if sorted(perm) != list(range(len(spatial))):
-            raise InvalidInputError(f"`views` entry for case {case!r} must be a permutation of {list(range(len(spatial)))}, got {perm}.")
+            raise ValueError(f"`views` entry for case {case!r} must be a permutation of {list(range(len(spatial)))}, got {perm}.")
         crop_shape = [0] * len(spatial)
         for axis, source in enumerate(perm):  # patch axis `axis` is crop axis `source`
             crop_shape[source] = spatial[axis]
         if any(s < 0 or s + c > n for s, c, n in zip(start, crop_shape, case_shape)):
-            raise InvalidInputError(
+            raise ValueError(
                 f"crop of case {case!r} at start {start} with size {crop_shape} does not fit in its case shape {case_shape}."
             )
         self._allocate(case, case_shape, device)

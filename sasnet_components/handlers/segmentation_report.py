@@ -27,7 +27,7 @@ from ignite.engine import Engine, Events
 from monai.data import MetaTensor, decollate_batch
 
 from sasnet_components.metrics.segmentation import EmptyMaskWarning, segmentation_metrics
-from sasnet_components.utils.errors import InputTypeError, InvalidInputError, UnknownKeyError
+from sasnet_components.utils.errors import InputTypeError, InvalidInputError
 from sasnet_components.utils.io import atomic_write_text
 
 __all__ = ["SegmentationReport", "METRIC_NAMES", "CSV_COLUMNS"]
@@ -265,7 +265,7 @@ class SegmentationReport:
         if isinstance(outputs, Mapping):
             outputs = decollate_batch(outputs, detach=True)
         if not isinstance(outputs, Sequence) or not all(isinstance(o, Mapping) for o in outputs):
-            raise InputTypeError(
+            raise TypeError(
                 "`engine.state.output` must be a list of per-sample dicts (an evaluator with "
                 f"decollate=True) or a dict of batched tensors, got {type(outputs).__name__}."
             )
@@ -378,27 +378,27 @@ class SegmentationReport:
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(value)
         if not isinstance(value, torch.Tensor):
-            raise InputTypeError(
+            raise TypeError(
                 f"case {case_id!r}: `{name}` (output[{key!r}]) must be a torch.Tensor or numpy array, "
                 f"got {type(value).__name__}."
             )
         x = value.as_tensor() if isinstance(value, MetaTensor) else value
         x = x.detach()
         if x.ndim not in (3, 4):
-            raise InvalidInputError(
+            raise ValueError(
                 f"case {case_id!r}: `{name}` (output[{key!r}]) must have shape (C, H, W) or (C, H, W, D) "
                 f"with a channel dim (C=1 class indices or C>1 one-hot), got shape {tuple(x.shape)}."
             )
         if x.shape[0] > 1:
             if self.foreground_class is not None and self.foreground_class >= x.shape[0]:
-                raise InvalidInputError(
+                raise ValueError(
                     f"case {case_id!r}: `foreground_class` {self.foreground_class} is not a channel of the "
                     f"one-hot `{name}` (output[{key!r}]) with {x.shape[0]} channels."
                 )
             return x.argmax(dim=0)
         x = x[0]
         if x.is_floating_point() and not torch.equal(x, torch.round(x)):
-            raise InvalidInputError(
+            raise ValueError(
                 f"case {case_id!r}: `{name}` (output[{key!r}]) with one channel must hold class indices, "
                 "got non-integer values; discretise it in the postprocessing (e.g. AsDiscreted with "
                 "argmax=True or threshold=0.5)."
@@ -430,14 +430,14 @@ class SegmentationReport:
         case_id = self._case_id(item, batch_item)
         for key in (self.pred_key, self.label_key):
             if key not in item:
-                raise UnknownKeyError(
+                raise KeyError(
                     f"case {case_id!r}: key {key!r} is missing from the engine output; available keys: "
                     f"{sorted(map(str, item.keys()))}."
                 )
         pred = self._class_map(item[self.pred_key], "pred", self.pred_key, case_id)
         label = self._class_map(item[self.label_key], "label", self.label_key, case_id)
         if pred.shape != label.shape:
-            raise InvalidInputError(
+            raise ValueError(
                 f"case {case_id!r}: prediction (output[{self.pred_key!r}]) and label (output[{self.label_key!r}]) "
                 f"must have the same spatial shape, got {tuple(pred.shape)} and {tuple(label.shape)}."
             )

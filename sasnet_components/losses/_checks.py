@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from sasnet_components.utils.errors import InputTypeError, InvalidInputError
-
 __all__ = ["check_branch_pair"]
 
 
@@ -24,11 +22,11 @@ def check_branch_pair(names: tuple[str, str], low: object, high: object, *others
     """
     for name, value in ((names[0], low), (names[1], high), *others):
         if not isinstance(value, torch.Tensor):
-            raise InputTypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}.")
+            raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}.")
     pair = f"`{names[0]}` and `{names[1]}`"
     if low.shape != high.shape:
-        raise InvalidInputError(f"{pair} must have the same shape (B, C, *spatial), got {tuple(low.shape)} and {tuple(high.shape)}.")
+        raise ValueError(f"{pair} must have the same shape (B, C, *spatial), got {tuple(low.shape)} and {tuple(high.shape)}.")
     if low.ndim < 3 or low.shape[1] < 2:
-        raise InvalidInputError(
+        raise ValueError(
             f"{pair} must have shape (B, C, *spatial) with at least 3 dims and C >= 2 channels, got {tuple(low.shape)}."
         )

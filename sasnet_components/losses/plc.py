@@ -54,7 +54,7 @@ def sharpen(prob: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """
     temperature = _check_temperature(temperature)
     if prob.ndim < 2:
-        raise InvalidInputError(f"`prob` must have shape (B, C, *spatial), got shape {tuple(prob.shape)}.")
+        raise ValueError(f"`prob` must have shape (B, C, *spatial), got shape {tuple(prob.shape)}.")
     tiny = torch.finfo(prob.dtype).tiny if prob.is_floating_point() else 1e-38
     return torch.softmax(torch.log(prob.clamp_min(tiny)) / temperature, dim=1)
 

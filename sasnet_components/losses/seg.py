@@ -20,7 +20,7 @@ from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from sasnet_components.losses._checks import check_branch_pair
-from sasnet_components.utils.errors import InputTypeError, InvalidInputError
+from sasnet_components.utils.errors import InvalidInputError
 
 __all__ = ["SegLoss", "SEG_LOSS_MODES"]
 
@@ -115,19 +115,19 @@ class SegLoss(nn.Module):
         check_branch_pair(("logits_low", "logits_high"), logits_low, logits_high, ("label", label))
         expected = (logits_low.shape[0], 1) + tuple(logits_low.shape[2:])
         if tuple(label.shape) != expected:
-            raise InvalidInputError(
+            raise ValueError(
                 f"`label` must have shape (B, 1, *spatial) = {expected} for logits of shape "
                 f"{tuple(logits_low.shape)}, got {tuple(label.shape)}."
             )
         if label.is_complex():
-            raise InputTypeError(f"`label` must hold integer class indices, got dtype {label.dtype}.")
+            raise TypeError(f"`label` must hold integer class indices, got dtype {label.dtype}.")
         channels = logits_low.shape[1]
         bad = (label < 0) | (label >= channels)
         if label.is_floating_point():
             bad |= label != label.round()
         if bool(bad.any()):
             values = torch.unique(label[bad]).cpu().tolist()
-            raise InvalidInputError(
+            raise ValueError(
                 f"`label` must hold integer class indices in [0, {channels}) for {channels}-channel "
                 f"logits, got out-of-range values {values[:10]}."
             )

@@ -18,7 +18,6 @@ from torch import nn
 
 from sasnet_components.losses._checks import check_branch_pair
 from sasnet_components.transforms.signed_distance import signed_distance_map
-from sasnet_components.utils.errors import InputTypeError, InvalidInputError
 
 __all__ = ["SRCLoss", "ensemble_to_sdm"]
 
@@ -48,9 +47,9 @@ def ensemble_to_sdm(ensemble_prob: torch.Tensor, backend: str = "auto") -> torch
         ValueError: fewer than 3 dims or fewer than 2 channels; unknown ``backend``.
     """
     if not isinstance(ensemble_prob, torch.Tensor):
-        raise InputTypeError(f"`ensemble_prob` must be a torch.Tensor, got {type(ensemble_prob).__name__}.")
+        raise TypeError(f"`ensemble_prob` must be a torch.Tensor, got {type(ensemble_prob).__name__}.")
     if ensemble_prob.ndim < 4 or ensemble_prob.shape[1] < 2:
-        raise InvalidInputError(
+        raise ValueError(
             "`ensemble_prob` must have shape (B, C, *spatial) with at least 2 spatial dims and "
             f"C >= 2 channels, got shape {tuple(ensemble_prob.shape)}."
         )
@@ -113,7 +112,7 @@ class SRCLoss(nn.Module):
             target = target.unsqueeze(1)
         if tuple(target.shape) != expected:
             also = f" or {(batch,) + spatial}" if channels == 2 else ""
-            raise InvalidInputError(
+            raise ValueError(
                 f"`target_sdm` must have shape (B, C - 1, *spatial) = {expected}{also} for "
                 f"regression maps of shape {tuple(reg_low.shape)}, got {tuple(target_sdm.shape)}."
             )

@@ -33,8 +33,6 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
 
-from sasnet_components.utils.errors import InputTypeError, InvalidInputError
-
 __all__ = ["EmptyMaskWarning", "dice", "jaccard", "hd95", "asd", "segmentation_metrics"]
 
 MaskLike = Union[np.ndarray, torch.Tensor]
@@ -66,7 +64,7 @@ def _to_numpy(x: MaskLike, name: str) -> np.ndarray:
         return x.cpu().numpy()
     if isinstance(x, np.ndarray):
         return x
-    raise InputTypeError(f"`{name}` must be a numpy.ndarray or torch.Tensor, got {type(x).__name__}.")
+    raise TypeError(f"`{name}` must be a numpy.ndarray or torch.Tensor, got {type(x).__name__}.")
 
 
 def _as_binary(x: np.ndarray, name: str) -> np.ndarray:
@@ -79,7 +77,7 @@ def _as_binary(x: np.ndarray, name: str) -> np.ndarray:
         shown = ", ".join(repr(v) for v in unexpected[:_MAX_SHOWN_VALUES].tolist())
         if unexpected.size > _MAX_SHOWN_VALUES:
             shown += f", ... ({unexpected.size} distinct unexpected values)"
-        raise InvalidInputError(
+        raise ValueError(
             f"`{name}` must be a binary mask with values in {{0, 1}} (or bool), got unexpected "
             f"values [{shown}]; select one label of a label map first, e.g. `{name} == k`."
         )
@@ -91,12 +89,12 @@ def _prepare(pred: MaskLike, gt: MaskLike) -> tuple[np.ndarray, np.ndarray]:
     pred_np = _to_numpy(pred, "pred")
     gt_np = _to_numpy(gt, "gt")
     if pred_np.shape != gt_np.shape:
-        raise InvalidInputError(
+        raise ValueError(
             f"`pred` and `gt` must have the same shape, got pred shape {tuple(pred_np.shape)} "
             f"and gt shape {tuple(gt_np.shape)}."
         )
     if pred_np.ndim not in (2, 3):
-        raise InvalidInputError(
+        raise ValueError(
             "`pred` and `gt` must be 2D (H, W) or 3D (H, W, D) masks without batch / channel "
             f"dims, got ndim={pred_np.ndim} (shape {tuple(pred_np.shape)})."
         )
@@ -113,17 +111,17 @@ def _validate_spacing(spacing: SpacingLike, shape: tuple[int, ...]) -> np.ndarra
     try:
         arr = np.asarray(spacing, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise InvalidInputError(
+        raise ValueError(
             f"`spacing` must be a sequence of {ndim} positive floats (one per spatial dim), "
             f"got {spacing!r}."
         ) from err
     if arr.ndim != 1 or arr.shape[0] != ndim:
-        raise InvalidInputError(
+        raise ValueError(
             f"`spacing` must have one entry per spatial dim, i.e. length {ndim} for masks of shape "
             f"{tuple(shape)}, got {spacing!r}."
         )
     if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise InvalidInputError(f"`spacing` entries must all be finite and > 0, got {spacing!r}.")
+        raise ValueError(f"`spacing` entries must all be finite and > 0, got {spacing!r}.")
     return np.ascontiguousarray(arr)
 
 

@@ -15,7 +15,7 @@ import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Dropout
 
-from sasnet_components.utils.errors import InputTypeError, InvalidInputError
+from sasnet_components.utils.errors import InvalidInputError
 
 __all__ = ["DualBranchOutput", "DualBranchVNet", "DualBranchUncertainty", "decoder_disagreement"]
 
@@ -287,17 +287,17 @@ class DualBranchVNet(nn.Module):
     @torch.jit.unused
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):
-            raise InputTypeError(f"`x` must be a torch.Tensor, got {type(x).__name__}.")
+            raise TypeError(f"`x` must be a torch.Tensor, got {type(x).__name__}.")
         if x.ndim != self.spatial_dims + 2:
-            raise InvalidInputError(
+            raise ValueError(
                 f"`x` must have shape (B, {self.in_channels}, *spatial) with {self.spatial_dims} spatial dims, "
                 f"got shape {tuple(x.shape)}."
             )
         if x.shape[1] != self.in_channels:
-            raise InvalidInputError(f"`x` must have {self.in_channels} channel(s) (in_channels), got shape {tuple(x.shape)}.")
+            raise ValueError(f"`x` must have {self.in_channels} channel(s) (in_channels), got shape {tuple(x.shape)}.")
         bad = [int(s) for s in x.shape[2:] if s % _SIZE_DIVISOR != 0]
         if bad:
-            raise InvalidInputError(
+            raise ValueError(
                 f"every spatial size of `x` must be divisible by {_SIZE_DIVISOR} (four stride-2 levels), "
                 f"got spatial size {tuple(int(s) for s in x.shape[2:])} ({bad} not divisible)."
             )
@@ -320,7 +320,7 @@ class DualBranchUncertainty(nn.Module):
     def __init__(self, network: DualBranchVNet) -> None:
         super().__init__()
         if not isinstance(network, DualBranchVNet):
-            raise InputTypeError(f"`network` must be a DualBranchVNet, got {type(network).__name__}.")
+            raise TypeError(f"`network` must be a DualBranchVNet, got {type(network).__name__}.")
         self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

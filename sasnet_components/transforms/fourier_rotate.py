@@ -36,7 +36,7 @@ from monai.transforms.inverse import TraceableTransform
 from monai.data.meta_obj import get_track_meta
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from sasnet_components.utils.errors import InputTypeError, InvalidInputError, UnknownKeyError
+from sasnet_components.utils.errors import InputTypeError, InvalidInputError
 
 __all__ = ["FourierRotate", "RandFourierRotated", "apply_view", "fourier_rotate_plane"]
 
@@ -140,7 +140,7 @@ def apply_view(
     """
     perm = _check_permutation(view, "view")
     if leading_dims < 0 or img.ndim != leading_dims + len(perm):
-        raise InvalidInputError(
+        raise ValueError(
             f"`img` must have {leading_dims} leading dims + {len(perm)} spatial dims to match `view` {perm}, "
             f"got shape {tuple(img.shape)}."
         )
@@ -248,7 +248,7 @@ def fourier_rotate_plane(
     plane = _normalize_axes(_check_axes(axes, "axes"), spatial_dims, "axes")
     sizes = (img_t.shape[1 + plane[0]], img_t.shape[1 + plane[1]])
     if sizes[0] != sizes[1]:
-        raise InvalidInputError(
+        raise ValueError(
             f"a k-space rotation needs a plane of equal-sized axes: `axes` {tuple(axes)} of `img` with shape "
             f"{tuple(img_t.shape)} have sizes {sizes[0]} and {sizes[1]}."
         )
@@ -256,12 +256,12 @@ def fourier_rotate_plane(
         out = _kspace_rotate_continuous(img_t, angle, plane)
     else:
         if img_t.is_floating_point() and not torch.equal(img_t, torch.round(img_t)):
-            raise InvalidInputError("`img` must hold integer class indices when `discrete` is True, got non-integer values.")
+            raise ValueError("`img` must hold integer class indices when `discrete` is True, got non-integer values.")
         if img_t.is_complex():
-            raise InvalidInputError("`img` must hold integer class indices when `discrete` is True, got complex values.")
+            raise ValueError("`img` must hold integer class indices when `discrete` is True, got complex values.")
         labels = img_t.long()
         if labels.numel() and int(labels.min()) < 0:
-            raise InvalidInputError(
+            raise ValueError(
                 f"`img` must hold non-negative class indices when `discrete` is True, got min {int(labels.min())}."
             )
         num_classes = int(labels.max()) + 1 if labels.numel() else 1
@@ -340,11 +340,11 @@ class FourierRotate(InvertibleTransform):
                 has unequal sizes.
         """
         if img.ndim < 2:
-            raise InvalidInputError(f"`img` must be channel-first (C, *spatial), got shape {tuple(img.shape)}.")
+            raise ValueError(f"`img` must be channel-first (C, *spatial), got shape {tuple(img.shape)}.")
         spatial_dims = img.ndim - 1
         perm = self.view if self.view is not None else tuple(range(spatial_dims))
         if len(perm) != spatial_dims:
-            raise InvalidInputError(
+            raise ValueError(
                 f"`view` {perm} permutes {len(perm)} spatial axes but `img` has shape {tuple(img.shape)} "
                 f"({spatial_dims} spatial dims)."
             )
@@ -556,7 +556,7 @@ class RandFourierRotated(RandomizableTransform, MapTransform, InvertibleTransfor
         for key in self.key_iterator(d):
             shape = tuple(d[key].shape)
             if len(shape) - 1 != self.spatial_dims:
-                raise InvalidInputError(
+                raise ValueError(
                     f"`views` permute {self.spatial_dims} spatial axes but data[{key!r}] has shape {shape} "
                     f"({len(shape) - 1} spatial dims); expected (C, *spatial)."
                 )
@@ -565,7 +565,7 @@ class RandFourierRotated(RandomizableTransform, MapTransform, InvertibleTransfor
                     sp = [shape[1 + p] for p in v]
                     a, b = self.angle_axes
                     if sp[a] != sp[b]:
-                        raise InvalidInputError(
+                        raise ValueError(
                             f"a k-space rotation needs a plane of equal-sized axes: `angle_axes` {self.angle_axes} of "
                             f"data[{key!r}] with shape {shape} in view {v} have sizes {sp[a]} and {sp[b]}."
                         )
@@ -609,7 +609,7 @@ class RandFourierRotated(RandomizableTransform, MapTransform, InvertibleTransfor
                 d[key] = FourierRotate().inverse_transform(d[key], xform[TraceKeys.EXTRA_INFO])
                 continue
             if self.view_key not in d:
-                raise UnknownKeyError(
+                raise KeyError(
                     f"inverting data[{key!r}] (not a MetaTensor) needs the recorded view under `view_key` "
                     f"{self.view_key!r}, which is missing."
                 )

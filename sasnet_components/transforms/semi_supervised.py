@@ -16,7 +16,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, SpatialCrop
 from monai.utils import convert_to_tensor
 
-from sasnet_components.utils.errors import InvalidInputError, UnknownKeyError
+from sasnet_components.utils.errors import InvalidInputError
 
 __all__ = ["LabelPlaceholderd", "RandCropWithLocationd"]
 
@@ -51,7 +51,7 @@ class LabelPlaceholderd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         if self.image_key not in d:
-            raise UnknownKeyError(f"key {self.image_key!r} (image) is missing from the sample; available keys: {sorted(map(str, d))}.")
+            raise KeyError(f"key {self.image_key!r} (image) is missing from the sample; available keys: {sorted(map(str, d))}.")
         image = d[self.image_key]
         labeled = d.get(self.label_key) is not None
         if labeled:

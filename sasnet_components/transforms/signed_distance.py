@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from sasnet_components.utils.errors import InputTypeError, InvalidInputError
+from sasnet_components.utils.errors import InvalidInputError
 
 __all__ = ["signed_distance_map", "SDM_BACKENDS"]
 
@@ -105,14 +105,14 @@ def signed_distance_map(mask: torch.Tensor, backend: str = "auto") -> torch.Tens
 def _as_bool_mask(mask: torch.Tensor) -> torch.Tensor:
     """Validate ``mask`` and return it as a bool tensor (detached, same device)."""
     if not isinstance(mask, torch.Tensor):
-        raise InputTypeError(f"`mask` must be a torch.Tensor, got {type(mask).__name__}.")
+        raise TypeError(f"`mask` must be a torch.Tensor, got {type(mask).__name__}.")
     if mask.ndim < 3:
-        raise InvalidInputError(
+        raise ValueError(
             "`mask` must have shape (B, *spatial) with at least 2 spatial dims (3 or more dims), "
             f"got shape {tuple(mask.shape)}."
         )
     if mask.is_complex():
-        raise InputTypeError(f"`mask` must be bool, integer or float, got dtype {mask.dtype}.")
+        raise TypeError(f"`mask` must be bool, integer or float, got dtype {mask.dtype}.")
     mask = mask.detach()
     if mask.dtype == torch.bool:
         return mask
@@ -121,7 +121,7 @@ def _as_bool_mask(mask: torch.Tensor) -> torch.Tensor:
         values = torch.unique(mask[bad]).cpu().tolist()
         shown = values[:10]
         more = f" (and {len(values) - 10} more)" if len(values) > 10 else ""
-        raise InvalidInputError(
+        raise ValueError(
             f"`mask` must be binary (bool, or numbers 0 and 1), got unexpected values {shown}{more}."
         )
     return mask != 0

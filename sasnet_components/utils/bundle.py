@@ -79,9 +79,9 @@ def raw_config(id: str) -> Any:
     """
     parser = _active_parser()
     if parser is None:
-        raise UnknownKeyError(f"raw_config({id!r}): no bundle config is being run.")
+        raise KeyError(f"raw_config({id!r}): no bundle config is being run.")
     if id not in parser:
-        raise UnknownKeyError(f"raw_config({id!r}): the config has no item {id!r}.")
+        raise KeyError(f"raw_config({id!r}): the config has no item {id!r}.")
     return parser.get(id)
 
 

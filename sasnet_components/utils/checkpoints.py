@@ -10,7 +10,7 @@ import torch
 
 from .errors import InputPermissionError, InvalidInputError, MissingInputError
 
-__all__ = ["check_checkpoint", "load_checkpoint", "weights_mismatch"]
+__all__ = ["check_checkpoint", "load_checkpoint", "load_model_weights", "weights_mismatch"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -91,6 +91,34 @@ def _state_dict_like(value: Any) -> bool:
     return isinstance(value, Mapping) and len(value) > 0 and all(isinstance(v, torch.Tensor) for v in value.values())
 
 
+def _checked_entries(
+    path: Optional[PathLike], option: str, network: Optional[torch.nn.Module], keys: Sequence[str], hint: str
+) -> Dict[str, Any]:
+    """The entries of a checkpoint, checked as :func:`check_checkpoint` describes."""
+    tail = f" {hint}" if hint else ""
+    content = load_checkpoint(path, option, hint)
+    keys = list(keys)
+    entries: Dict[str, Any]
+    if len(keys) == 1 and _state_dict_like(content) and keys[0] not in content:
+        entries = {keys[0]: content}  # MONAI's CheckpointLoader reads such a file the same way
+    elif isinstance(content, Mapping):
+        entries = dict(content)
+    else:
+        raise InvalidInputError(f"`{option}` {str(path)!r} holds a {type(content).__name__}, not a checkpoint's dict.{tail}")
+    missing = [k for k in keys if k not in entries]
+    if missing:
+        has = "network weights only" if _state_dict_like(content) else f"the entries {sorted(entries)}"
+        raise InvalidInputError(f"`{option}` {str(path)!r} holds {has}; expected the entries {keys}.{tail}")
+    if network is not None and keys:
+        problem = weights_mismatch(network, entries[keys[0]]) if isinstance(entries[keys[0]], Mapping) else "not a state dict"
+        if problem:
+            raise InvalidInputError(
+                f"`{option}` {str(path)!r}: its weights do not fit the configured network: {problem}; run with the "
+                f"network settings of its training (e.g. --network_def#n_filters, --num_classes).{tail}"
+            )
+    return entries
+
+
 def check_checkpoint(
     path: Optional[PathLike],
     option: str,
@@ -121,25 +149,19 @@ def check_checkpoint(
         InvalidInputError, MissingInputError, InputPermissionError: see :func:`load_checkpoint`; also
         for missing entries and weights that do not fit `network`.
     """
-    tail = f" {hint}" if hint else ""
-    content = load_checkpoint(path, option, hint)
-    keys = list(keys)
-    entries: Dict[str, Any]
-    if len(keys) == 1 and _state_dict_like(content) and keys[0] not in content:
-        entries = {keys[0]: content}  # MONAI's CheckpointLoader reads such a file the same way
-    elif isinstance(content, Mapping):
-        entries = dict(content)
-    else:
-        raise InvalidInputError(f"`{option}` {str(path)!r} holds a {type(content).__name__}, not a checkpoint's dict.{tail}")
-    missing = [k for k in keys if k not in entries]
-    if missing:
-        has = "network weights only" if _state_dict_like(content) else f"the entries {sorted(entries)}"
-        raise InvalidInputError(f"`{option}` {str(path)!r} holds {has}; expected the entries {keys}.{tail}")
-    if network is not None and keys:
-        problem = weights_mismatch(network, entries[keys[0]]) if isinstance(entries[keys[0]], Mapping) else "not a state dict"
-        if problem:
-            raise InvalidInputError(
-                f"`{option}` {str(path)!r}: its weights do not fit the configured network: {problem}; run with the "
-                f"network settings of its training (e.g. --network_def#n_filters, --num_classes).{tail}"
-            )
+    _checked_entries(path, option, network, keys, hint)
     return str(path)
+
+
+def load_model_weights(path: PathLike, option: str, network: torch.nn.Module, key: str = "model", hint: str = "") -> None:
+    """Load the network weights of a checkpoint (a ``model.pt`` or a training checkpoint's `key` entry) into `network`.
+
+    Args:
+        path, option, hint: as :func:`check_checkpoint`.
+        network: the network to load into (``strict=True``).
+        key: the entry of a training checkpoint that holds the weights.
+
+    Raises:
+        As :func:`check_checkpoint`.
+    """
+    network.load_state_dict(_checked_entries(path, option, network, [key], hint)[key], strict=True)

@@ -154,7 +154,10 @@ def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     if record.exc_info and find_input_error(record.exc_info[1]) is not None:
         record.exc_info = None  # handlers that log an exception (ignite / MONAI) show its message only
         record.exc_text = None
-    message = record.getMessage()
+    try:
+        message = record.getMessage()
+    except Exception:  # arguments that do not fit the format: logging reports it when a handler formats the record
+        return record
     found = _from_worker(message)
     if found is not None:  # a worker's error in the message: its traceback text becomes the input error's message
         record.msg, record.args = message.split("Caught ", 1)[0] + str(found), ()

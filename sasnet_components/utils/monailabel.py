@@ -26,7 +26,7 @@ from monai.bundle import ConfigParser
 from monai.data import save_net_with_metadata
 
 from .bundle import check_config_keys
-from .checkpoints import check_checkpoint, load_checkpoint
+from .checkpoints import load_model_weights
 from .errors import InvalidInputError, MissingInputError, OutputExistsError, UnknownKeyError
 from .io import current_umask, sha256_file, temporary_dir
 
@@ -380,13 +380,38 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _load_weights(network: torch.nn.Module, checkpoint: PathLike) -> None:
-    """Load the model weights of `checkpoint` (a model.pt or a training checkpoint) into `network`."""
-    check_checkpoint(checkpoint, "checkpoint", network)
-    state = load_checkpoint(checkpoint, "checkpoint")
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # a full training checkpoint (runs/checkpoints/*.pt)
-    network.load_state_dict(state, strict=True)
+CHECKPOINT_HINT = (
+    "Training writes the model as <ckpt_dir>/model.pt (by default bundles/la/models/model.pt); `bash scripts/demo.sh` "
+    'writes a small one as demo_output/models/model.pt (export it with --network_def#n_filters 4 --patch_size "[48,48,32]").'
+)
+
+
+def _bundle_parser(bundle: Path, override: Mapping[str, Any]) -> ConfigParser:
+    """The bundle's train.yaml + inference.yaml with `override` applied and its keys checked."""
+    configs = bundle / "configs"
+    parser = ConfigParser(ConfigParser.load_config_files([str(configs / "train.yaml"), str(configs / "inference.yaml")]))
+    for key, value in override.items():
+        parser[key] = value
+    check_config_keys(str(configs), parser)
+    return parser
+
+
+def export_network(bundle_dir: PathLike, checkpoint: PathLike, **override: Any) -> torch.nn.Module:
+    """The bundle's ``network_def`` (with `override`) holding the weights of `checkpoint`, in eval mode.
+
+    Args:
+        bundle_dir: the SASNet bundle (``bundles/la``).
+        checkpoint: network weights (``models/model.pt``) or a training checkpoint with a ``"model"`` entry.
+        override: config overrides, ``{"id#sub_id": value}`` (e.g. ``{"network_def#n_filters": 4}``).
+
+    Raises:
+        UnknownKeyError: an override key that the bundle does not define.
+        MissingInputError, InvalidInputError: a missing or unreadable checkpoint, or one whose weights do not fit
+            the network (:func:`sasnet_components.utils.check_checkpoint`, naming ``checkpoint`` and how to get one).
+    """
+    network = _bundle_parser(Path(bundle_dir).resolve(), override).get_parsed_content("network_def", instantiate=True)
+    load_model_weights(checkpoint, "checkpoint", network, hint=CHECKPOINT_HINT)
+    return network.eval()
 
 
 def _parsed_network_def(parser: ConfigParser) -> Dict[str, Any]:
@@ -446,7 +471,7 @@ def export_monailabel_bundle(
     configs = bundle / "configs"
     names = ("train.yaml", "inference.yaml", "metadata.json", "monailabel/train.yaml", "monailabel/inference.yaml")
     needed = [configs / n for n in names]
-    for path in [ckpt, *needed]:
+    for path in needed:
         if not path.is_file():
             raise MissingInputError(f"{str(path)!r} does not exist (needed to export {str(bundle)!r} for MONAI Label).")
     if _inside(out, bundle) or _inside(bundle, out) or _inside(ckpt, out):
@@ -456,13 +481,8 @@ def export_monailabel_bundle(
         )
     _check_output_dir(out, overwrite)
 
-    parser = ConfigParser(ConfigParser.load_config_files([str(configs / "train.yaml"), str(configs / "inference.yaml")]))
-    for key, value in override.items():
-        parser[key] = value
-    check_config_keys(str(configs), parser)
-    network = parser.get_parsed_content("network_def", instantiate=True)
-    _load_weights(network, ckpt)
-    network.eval()
+    parser = _bundle_parser(bundle, override)
+    network = export_network(bundle, ckpt, **override)
     scripted = torch.jit.script(network)
     in_channels, spatial_dims = (int(parser.get_parsed_content(f"network_def#{k}")) for k in ("in_channels", "spatial_dims"))
     probe = torch.randn(1, in_channels, *([32] * spatial_dims))

@@ -406,3 +406,17 @@ def test_export_script_command_line(app, tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert both.returncode == 2 and "exactly one of --app_dir and --output_dir" in both.stderr.strip().splitlines()[-1]
+
+
+def test_export_script_checks_the_checkpoint_before_making_any_folder(app, tmp_path):
+    script = str(REPO / "scripts" / "export_monailabel.py")
+    for checkpoint, reason in (
+        (tmp_path / "nowhere.pt", f"`checkpoint` '{tmp_path / 'nowhere.pt'}' does not exist; expected a checkpoint file."),
+        (app["ckpt"], f"`checkpoint` '{app['ckpt']}': its weights do not fit the configured network: "),  # 4 filters, not 16
+    ):
+        done = subprocess.run([sys.executable, script, "--checkpoint", str(checkpoint), "--app_dir", str(tmp_path / "apps" / "s")],
+                              capture_output=True, text=True, timeout=300)
+        last = done.stderr.strip().splitlines()[-1]
+        assert done.returncode == 2 and last.startswith(f"export_monailabel.py: error: {reason}"), last
+        assert "demo_output/models/model.pt" in last  # how to get one
+        assert not (tmp_path / "apps").exists()

@@ -129,3 +129,10 @@ def test_an_input_error_raised_in_a_worker_is_rebuilt_from_its_traceback():
             raise RuntimeError("bug in the handler")
 
     assert find_input_error(_reraised_from_a_worker(fault_while_handling)) is None
+
+
+def test_a_malformed_log_call_is_reported_by_logging_not_raised():
+    result = _run("report_input_errors()\nlogging.basicConfig(stream=sys.stdout)\n"
+                  "logging.getLogger('x').warning('%d items', 'abc')\nprint('still running')\n")
+    assert result.returncode == 0 and result.stdout.splitlines()[-1] == "still running"
+    assert "--- Logging error ---" in result.stderr  # logging's own report of the bad call
