@@ -28,9 +28,6 @@ from .handlers import (
     SARFusion,
     ScheduledValidationHandler,
     SegmentationReport,
-    TqdmLoggingHandler,
-    log_above_bars,
-    progress_enabled,
 )
 from .losses import SEG_LOSS_MODES, PLCLoss, SegLoss, SRCLoss, ensemble_to_sdm, sharpen
 from .metrics import EmptyMaskWarning, asd, dice, hd95, jaccard, segmentation_metrics
@@ -46,6 +43,7 @@ from .transforms import (
     fourier_rotate_plane,
     signed_distance_map,
 )
+from .utils.console import TqdmLoggingHandler, log_above_bars, progress_enabled
 
 __version__ = "0.1.0"
 

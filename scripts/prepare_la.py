@@ -36,12 +36,12 @@ from pathlib import Path
 try:
     from sasnet_components.data.checks import exception_message
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
-    from sasnet_components.handlers.progress import progress_enabled
+    from sasnet_components.utils.console import progress_enabled
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sasnet_components.data.checks import exception_message
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
-    from sasnet_components.handlers.progress import progress_enabled
+    from sasnet_components.utils.console import progress_enabled
 
 __all__ = ["parse_args", "main"]
 

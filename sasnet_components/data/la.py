@@ -73,7 +73,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sasnet_components.data.checks import exception_message, nonfinite_message, read_error
-from sasnet_components.handlers.progress import log_above_bars
+from sasnet_components.utils.console import log_above_bars
 from sasnet_components.utils.errors import InvalidInputError, MissingInputError, OutputExistsError, UnknownKeyError
 from sasnet_components.utils.io import atomic_path, atomic_write_text, sha256_file
 
@@ -632,7 +632,7 @@ def prepare_la(
         test_list: id list to use instead of ``<input_dir>/test.list`` (optional).
         datalist_name: file name of the datalist in ``output_dir``.
         progress: show a progress bar of the cases on stderr (``preparing: 12/88``); log lines are then
-            written above it (:func:`~sasnet_components.handlers.progress.log_above_bars`).
+            written above it (:func:`~sasnet_components.utils.console.log_above_bars`).
 
     Returns:
         The datalist written to ``output_dir / datalist_name`` (see :func:`build_datalist`).

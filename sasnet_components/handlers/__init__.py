@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from .case_progress import CaseProgressLogger
 from .checkpoint import AtomicCheckpointSaver
-from .progress import RunProgressBar, TqdmLoggingHandler, log_above_bars, progress_enabled
+from .progress import RunProgressBar
 from .random_state import GlobalRandomState
 from .sar_fusion import SARFusion
 from .segmentation_report import SegmentationReport
@@ -16,7 +16,4 @@ __all__ = [
     "SARFusion",
     "ScheduledValidationHandler",
     "SegmentationReport",
-    "TqdmLoggingHandler",
-    "log_above_bars",
-    "progress_enabled",
 ]

@@ -1,97 +1,24 @@
-"""Progress bars of long runs: the ``progress`` option, ignite's ``ProgressBar`` over a whole run, logs above bars.
+"""Progress bars of long runs: ignite's ``ProgressBar`` over a whole run, with log lines above it.
 
-The bundle configs read their ``progress`` option with :func:`progress_enabled` (``auto``: bars only
-when stderr is a terminal) and attach :class:`RunProgressBar` to the trainer and the evaluators when it
-is on. While a bar is shown, log lines are written through ``tqdm.write`` (:func:`log_above_bars`), so
-that each stays on a line of its own above the bars.
+The bundle configs read their ``progress`` option with
+:func:`sasnet_components.utils.console.progress_enabled` (``auto``: bars only when stderr is a
+terminal) and attach :class:`RunProgressBar` to the trainer and the evaluators when it is on. While a
+bar is shown, log lines are written through ``tqdm.write``
+(:func:`sasnet_components.utils.console.log_above_bars`), so that each stays on a line of its own above the bars.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-from typing import Any, Callable, Optional, TextIO, Union
+from typing import Any, Callable, Optional, Union
 
 from ignite.engine import Engine, Events
 from ignite.handlers.base_logger import BaseLogger
 from ignite.handlers.tqdm_logger import ProgressBar, _OutputHandler
-from tqdm import tqdm
 
-from sasnet_components.utils.bundle import as_bool
+from sasnet_components.utils.console import log_above_bars
 from sasnet_components.utils.errors import InvalidInputError
 
-__all__ = ["RunProgressBar", "TqdmLoggingHandler", "log_above_bars", "progress_enabled"]
-
-
-def progress_enabled(value: Union[bool, str], name: str = "progress", stream: Optional[TextIO] = None) -> bool:
-    """Whether to show progress bars: ``auto`` (bars only on a terminal, as tqdm's ``disable=None``), true or false.
-
-    Args:
-        value: ``"auto"``, a bool, or ``true/false, yes/no, on/off, 1/0`` (any case, as the command line
-            passes them).
-        name: the option's name, for the error message.
-        stream: the stream the bars are written to, whose ``isatty()`` decides ``auto``; default ``sys.stderr``
-            (tqdm's default).
-
-    Returns:
-        True to show bars.
-
-    Raises:
-        ValueError: any other value.
-
-    Example:
-        >>> progress_enabled("false")
-        False
-    """
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text == "auto":
-        stream = sys.stderr if stream is None else stream
-        isatty = getattr(stream, "isatty", None)
-        return bool(isatty is not None and isatty())
-    try:
-        return as_bool(value, name)
-    except ValueError:
-        raise InvalidInputError(f"`{name}` must be auto, true or false (also yes/no, on/off, 1/0), got {value!r}.") from None
-
-
-class TqdmLoggingHandler(logging.StreamHandler):
-    """``logging.StreamHandler`` writing each record with ``tqdm.write``: the line goes above the progress bars.
-
-    Without a bar on screen it writes exactly what a ``StreamHandler`` would.
-    """
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            tqdm.write(self.format(record), file=self.stream)
-            self.flush()
-        except RecursionError:
-            raise
-        except Exception:
-            self.handleError(record)
-
-
-def log_above_bars() -> None:
-    """Make every console log handler (a ``StreamHandler`` on stdout or stderr) write through ``tqdm.write``.
-
-    Replaces, on the root logger and every other logger, each plain ``logging.StreamHandler`` whose stream
-    is ``sys.stdout`` or ``sys.stderr`` by a :class:`TqdmLoggingHandler` on the same stream with the same
-    level, formatter and filters. Other handlers (files, ...) are left alone. Calling it again changes
-    nothing.
-    """
-    loggers = [logging.getLogger()] + [
-        item for item in logging.root.manager.loggerDict.values() if isinstance(item, logging.Logger)
-    ]
-    for log in loggers:
-        for i, handler in enumerate(log.handlers):
-            if type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.stderr):
-                replacement = TqdmLoggingHandler(handler.stream)
-                replacement.setLevel(handler.level)
-                replacement.setFormatter(handler.formatter)
-                for log_filter in handler.filters:
-                    replacement.addFilter(log_filter)
-                log.handlers[i] = replacement
+__all__ = ["RunProgressBar"]
 
 
 class _RunOutputHandler(_OutputHandler):

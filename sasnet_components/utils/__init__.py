@@ -10,7 +10,8 @@ from .bundle import (
     raw_config,
     training_stats,
 )
-from .checkpoints import check_checkpoint, load_checkpoint, weights_mismatch
+from .checkpoints import check_checkpoint, load_checkpoint, load_model_weights, weights_mismatch
+from .console import TqdmLoggingHandler, log_above_bars, progress_enabled
 from .errors import (
     InputError,
     InputPermissionError,
@@ -36,6 +37,7 @@ __all__ = [
     "NotAFolderError",
     "OutputExistsError",
     "TORCHVISION_GUARD",
+    "TqdmLoggingHandler",
     "UnknownKeyError",
     "TrainingSettings",
     "as_bool",
@@ -51,8 +53,11 @@ __all__ = [
     "find_input_error",
     "load_torchscript_weights",
     "load_checkpoint",
+    "load_model_weights",
+    "log_above_bars",
     "log_validation_plan",
     "prepare_monailabel_app",
+    "progress_enabled",
     "raw_config",
     "report_input_errors",
     "training_stats",

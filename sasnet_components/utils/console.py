@@ -1,0 +1,85 @@
+"""Console output of long runs: whether to show progress bars, and log lines that stay above them."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional, TextIO, Union
+
+from tqdm import tqdm
+
+from .bundle import as_bool
+from .errors import InvalidInputError
+
+__all__ = ["TqdmLoggingHandler", "log_above_bars", "progress_enabled"]
+
+
+def progress_enabled(value: Union[bool, str], name: str = "progress", stream: Optional[TextIO] = None) -> bool:
+    """Whether to show progress bars: ``auto`` (bars only on a terminal, as tqdm's ``disable=None``), true or false.
+
+    Args:
+        value: ``"auto"``, a bool, or ``true/false, yes/no, on/off, 1/0`` (any case, as the command line
+            passes them).
+        name: the option's name, for the error message.
+        stream: the stream the bars are written to, whose ``isatty()`` decides ``auto``; default ``sys.stderr``
+            (tqdm's default).
+
+    Returns:
+        True to show bars.
+
+    Raises:
+        ValueError: any other value.
+
+    Example:
+        >>> progress_enabled("false")
+        False
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        stream = sys.stderr if stream is None else stream
+        isatty = getattr(stream, "isatty", None)
+        return bool(isatty is not None and isatty())
+    try:
+        return as_bool(value, name)
+    except ValueError:
+        raise InvalidInputError(f"`{name}` must be auto, true or false (also yes/no, on/off, 1/0), got {value!r}.") from None
+
+
+class TqdmLoggingHandler(logging.StreamHandler):
+    """``logging.StreamHandler`` writing each record with ``tqdm.write``: the line goes above the progress bars.
+
+    Without a bar on screen it writes exactly what a ``StreamHandler`` would.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+
+def log_above_bars() -> None:
+    """Make every console log handler (a ``StreamHandler`` on stdout or stderr) write through ``tqdm.write``.
+
+    Replaces, on the root logger and every other logger, each plain ``logging.StreamHandler`` whose stream
+    is ``sys.stdout`` or ``sys.stderr`` by a :class:`TqdmLoggingHandler` on the same stream with the same
+    level, formatter and filters. Other handlers (files, ...) are left alone. Calling it again changes
+    nothing.
+    """
+    loggers = [logging.getLogger()] + [
+        item for item in logging.root.manager.loggerDict.values() if isinstance(item, logging.Logger)
+    ]
+    for log in loggers:
+        for i, handler in enumerate(log.handlers):
+            if type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.stderr):
+                replacement = TqdmLoggingHandler(handler.stream)
+                replacement.setLevel(handler.level)
+                replacement.setFormatter(handler.formatter)
+                for log_filter in handler.filters:
+                    replacement.addFilter(log_filter)
+                log.handlers[i] = replacement
