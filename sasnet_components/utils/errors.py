@@ -165,11 +165,7 @@ def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
 
 
 _state: dict = {}
-_INPUT_ERRORS = {  # by name, to rebuild them from a worker's traceback text
-    kind.__name__: kind
-    for kind in (InputError, InvalidInputError, InputTypeError, UnknownKeyError, MissingInputError, NotAFolderError,
-                 InputPermissionError, OutputExistsError)
-}
+_INPUT_ERRORS = {kind.__name__: kind for kind in (InputError, *InputError.__subclasses__())}  # to rebuild them by name
 
 
 def report_input_errors() -> bool:

@@ -409,7 +409,12 @@ def export_network(bundle_dir: PathLike, checkpoint: PathLike, **override: Any) 
         MissingInputError, InvalidInputError: a missing or unreadable checkpoint, or one whose weights do not fit
             the network (:func:`sasnet_components.utils.check_checkpoint`, naming ``checkpoint`` and how to get one).
     """
-    network = _bundle_parser(Path(bundle_dir).resolve(), override).get_parsed_content("network_def", instantiate=True)
+    return _network_with_weights(_bundle_parser(Path(bundle_dir).resolve(), override), checkpoint)
+
+
+def _network_with_weights(parser: ConfigParser, checkpoint: PathLike) -> torch.nn.Module:
+    """``network_def`` of `parser` holding the weights of `checkpoint`, in eval mode (see :func:`export_network`)."""
+    network = parser.get_parsed_content("network_def", instantiate=True)
     load_model_weights(checkpoint, "checkpoint", network, hint=CHECKPOINT_HINT)
     return network.eval()
 
@@ -482,7 +487,7 @@ def export_monailabel_bundle(
     _check_output_dir(out, overwrite)
 
     parser = _bundle_parser(bundle, override)
-    network = export_network(bundle, ckpt, **override)
+    network = _network_with_weights(parser, ckpt)
     scripted = torch.jit.script(network)
     in_channels, spatial_dims = (int(parser.get_parsed_content(f"network_def#{k}")) for k in ("in_channels", "spatial_dims"))
     probe = torch.randn(1, in_channels, *([32] * spatial_dims))

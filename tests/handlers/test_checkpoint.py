@@ -68,11 +68,10 @@ def test_final_checkpoint_default_filename(tmp_path: Path):
     assert sorted(os.listdir(tmp_path)) == ["model_final_iteration=6.pt"]
 
 
-def test_interval_checkpoints_keep_latest(tmp_path: Path):
+def _weighted_run(tmp_path: Path, iterations: int, **kwargs) -> tuple:
+    """Run `iterations` iterations (weight = iteration number) with an ``AtomicCheckpointSaver(**kwargs)`` of the model."""
     net = _net(0.0)
-    saver = AtomicCheckpointSaver(
-        save_dir=str(tmp_path), save_dict={"model": net}, save_interval=1, epoch_level=False, n_saved=1
-    )
+    saver = AtomicCheckpointSaver(save_dir=str(tmp_path), save_dict={"model": net}, **kwargs)
     engine = _engine()
     saver.attach(engine)
 
@@ -81,7 +80,12 @@ def test_interval_checkpoints_keep_latest(tmp_path: Path):
         with torch.no_grad():
             net.weight.fill_(float(engine.state.iteration))
 
-    engine.run([0, 1, 2, 3], max_epochs=1)
+    engine.run(list(range(iterations)), max_epochs=1)
+    return engine, saver
+
+
+def test_interval_checkpoints_keep_latest(tmp_path: Path):
+    _weighted_run(tmp_path, 4, save_interval=1, epoch_level=False, n_saved=1)
     assert sorted(os.listdir(tmp_path)) == ["model_iteration=4.pt"]
     assert _weight(tmp_path / "model_iteration=4.pt") == 4.0
 
@@ -271,21 +275,10 @@ def test_first_save_removes_stale_temporaries_only(tmp_path: Path):
 
 def _linking_run(tmp_path: Path, iterations: int, **kwargs) -> tuple:
     """Run `iterations` iterations (weight = iteration number) with final.pt and interval checkpoints every 2."""
-    net = _net(0.0)
-    saver = AtomicCheckpointSaver(
-        save_dir=str(tmp_path), save_dict={"model": net}, save_final=True, final_filename="final.pt",
-        save_interval=2, epoch_level=False, n_saved=1, **kwargs,
+    return _weighted_run(
+        tmp_path, iterations, save_final=True, final_filename="final.pt", save_interval=2, epoch_level=False, n_saved=1,
+        **kwargs,
     )
-    engine = _engine()
-    saver.attach(engine)
-
-    @engine.on(Events.ITERATION_STARTED)
-    def _update(engine):
-        with torch.no_grad():
-            net.weight.fill_(float(engine.state.iteration))
-
-    engine.run(list(range(iterations)), max_epochs=1)
-    return engine, saver
 
 
 def test_final_checkpoint_at_an_interval_iteration_links_to_it(tmp_path: Path):
