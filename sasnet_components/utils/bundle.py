@@ -188,6 +188,7 @@ def check_training_settings(
     checkpoint_interval: Any,
     log_interval: Any,
     flags: Mapping[str, Any],
+    resample_spacing: Any = None,
     size_divisor: int = 16,
 ) -> bool:
     """Check a training config's protocol and run settings before any data is read.
@@ -216,6 +217,8 @@ def check_training_settings(
         val_overlap: sliding-window overlap of the validation when `val_stride` is ``None``, in [0, 1).
         checkpoint_interval, log_interval: iterations, >= 1.
         flags: boolean options by name (e.g. ``select_best``, ``amp``, ``pad_to_patch``), see :func:`as_bool`.
+        resample_spacing: spacing in mm (one positive number per spatial axis of `patch_size`) that
+            the images are resampled to, or ``None`` (the prepared voxels).
         size_divisor: what the network needs every spatial size of its input to be a multiple of.
 
     Returns:
@@ -268,6 +271,14 @@ def check_training_settings(
     errors.append(_number_error("val_overlap", val_overlap, "sliding-window overlap", high=1.0, high_open=True))
     errors.append(_int_error("checkpoint_interval", checkpoint_interval, 1, "iterations between training checkpoints"))
     errors.append(_int_error("log_interval", log_interval, 1, "iterations between loss log lines"))
+    if resample_spacing is not None:
+        spacing = list(resample_spacing) if isinstance(resample_spacing, Sequence) and not isinstance(resample_spacing, str) else None
+        axes = len(sizes) if sizes is not None else None
+        if not spacing or (axes is not None and len(spacing) != axes) or any(_number_error("", s, "", low_open=True) for s in spacing):
+            errors.append(
+                f"`resample_spacing` must be null or one spacing in mm > 0 per spatial axis, e.g. [1.25, 1.25, 1.25]; "
+                f"got {resample_spacing!r}."
+            )
     for name, value in flags.items():
         try:
             as_bool(value, name)

@@ -279,6 +279,8 @@ def test_progress_true_shows_bars_and_log_lines_above_them(dataset_dir, tmp_path
         ({"val_interval": 0, "log_interval": "often"}, r"(?s)`val_interval`.*got 0\.\n  - `log_interval`.*got 'often'\."),
         ({"alpha": 2}, r"`alpha` must be in \[0, 1\], got 2"),
         ({"views": [[0, 0, 2]]}, r"\[0, 0, 2\]"),
+        ({"resample_spacing": [1.25, 1.25]}, r"`resample_spacing` must be null or one spacing in mm > 0 per spatial axis"),
+        ({"resample_spacing": [1.25, 0, 1.25]}, r"`resample_spacing` .*; got \[1.25, 0, 1.25\]\."),
     ],
 )
 def test_settings_are_checked_before_any_data_is_read(tmp_path, extra, match):
