@@ -6,14 +6,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Union
 
 from sasnet_components.utils.errors import InvalidInputError, MissingInputError, UnknownKeyError, check_option
 
-__all__ = ["PROTOCOLS", "evaluation_datalist", "semi_supervised_datalists"]
+__all__ = ["ALL_LABELED", "PROTOCOLS", "evaluation_datalist", "semi_supervised_datalists"]
 
 PROTOCOLS = ("default", "paper")
 _REQUIRED = ("labeled", "unlabeled", "validation", "test")
+ALL_LABELED = "all"  # num_labeled: every case of the training pool with a label, outside the validation list
 logger = logging.getLogger(__name__)
 
 
@@ -66,12 +67,33 @@ def evaluation_datalist(datalist_file: str, name: str = "validation") -> List[Di
     return items
 
 
+def _parse_num_labeled(num_labeled: Union[int, str, None]) -> Union[int, str, None]:
+    """``None``, ``"all"`` (any case) or an integer (also as a string of digits)."""
+    if num_labeled is None or isinstance(num_labeled, bool):
+        return None if num_labeled is None else _bad_num_labeled(num_labeled)
+    if isinstance(num_labeled, str):
+        text = num_labeled.strip().lower()
+        if text == ALL_LABELED:
+            return ALL_LABELED
+        if text.lstrip("-").isdigit():
+            return int(text)
+        return _bad_num_labeled(num_labeled)
+    if isinstance(num_labeled, int) or (hasattr(num_labeled, "is_integer") and num_labeled.is_integer()):
+        return int(num_labeled)
+    return _bad_num_labeled(num_labeled)
+
+
+def _bad_num_labeled(value: Any) -> Any:
+    raise InvalidInputError(f"`num_labeled` must be an integer >= 1 or 'all', got {value!r}.")
+
+
 def semi_supervised_datalists(
     datalist_file: str,
-    num_labeled: Optional[int] = None,
+    num_labeled: Union[int, str, None] = None,
     protocol: str = "default",
     select_best: bool = False,
     check_files: bool = True,
+    unlabeled: bool = True,
 ) -> Dict[str, Any]:
     """Build the training pool (labeled + unlabeled) and the validation list of a protocol.
 
@@ -79,8 +101,15 @@ def semi_supervised_datalists(
     ``validation`` and ``test`` lists of ``{"case_id", "image", "label"}`` items with paths
     relative to the JSON file. The training pool is ``labeled + unlabeled`` in that order;
     ``num_labeled`` re-splits it: the first ``num_labeled`` cases are labeled, the rest unlabeled
-    (the first N of train.list, as in the paper). Unlabeled items lose their ``label`` entry, so
-    the training loader never reads those labels.
+    (the first N of train.list, as in the paper). ``num_labeled="all"`` labels every case of the
+    pool that has a label and is not a validation case (the fully supervised upper bound): the LA
+    datalist of ``scripts/prepare_la.py`` puts the 8 validation ids at the end of train.list, so
+    ``"all"`` is 72 cases on the real LA data under the ``"default"`` protocol (80 under
+    ``"paper"``, whose validation list is the test list). Unlabeled items lose their ``label``
+    entry, so the training loader never reads those labels.
+
+    A labeled case that is also a validation case is an error under every protocol: validating on
+    labels the network was trained on is not an honest measure.
 
     Protocols:
         - ``"default"`` (honest): validation curves on the ``validation`` monitoring list, whose
@@ -91,10 +120,13 @@ def semi_supervised_datalists(
 
     Args:
         datalist_file: path of the datalist JSON.
-        num_labeled: number of labeled cases; ``None`` keeps the datalist's split.
+        num_labeled: number of labeled cases, an integer in [1, pool size] or ``"all"``; ``None``
+            keeps the datalist's split.
         protocol: ``"default"`` or ``"paper"``.
         select_best: whether a best-on-validation checkpoint will be kept (``"default"`` only).
         check_files: verify that every referenced file exists.
+        unlabeled: keep the unlabeled cases (default); ``False`` (the supervised-only baseline)
+            returns no unlabeled item, so nothing unlabeled is checked, cached or loaded.
 
     Returns:
         ``{"train": items (labeled first, each with ``"labeled"``), "labeled_indices",
@@ -103,20 +135,16 @@ def semi_supervised_datalists(
     Raises:
         FileNotFoundError: missing datalist or referenced file (names ``scripts/prepare_la.py``).
         KeyError: a required list is missing from the JSON.
-        ValueError: ``num_labeled`` outside ``[1, pool size]`` or beyond the cases that have
-            labels, a validation case among the labeled ones, or the ``"paper"`` protocol without
-            test cases.
+        ValueError: ``num_labeled`` neither ``"all"`` nor an integer in ``[1, pool size]``, beyond
+            the cases that have labels, a validation case among the labeled ones, ``"all"`` with no
+            labeled case outside the validation list, or the ``"paper"`` protocol without test cases.
     """
     protocol = check_option(protocol, PROTOCOLS, "`protocol`")
     path = Path(datalist_file)
+    choice = _parse_num_labeled(num_labeled)
+    unlabeled_wanted = bool(unlabeled)
     lists = _read_datalist(datalist_file)
     pool = lists["labeled"] + lists["unlabeled"]
-    n_labeled = len(lists["labeled"]) if num_labeled is None else int(num_labeled)
-    if not 1 <= n_labeled <= len(pool):
-        raise InvalidInputError(f"`num_labeled` must be in [1, {len(pool)}] (the training pool of {str(path)!r}), got {n_labeled}.")
-    without_label = [item["case_id"] for item in pool[:n_labeled] if "label" not in item]
-    if without_label:
-        raise InvalidInputError(f"`num_labeled`={n_labeled} needs labels for cases {without_label[:5]}, which have none in the datalist.")
 
     if protocol == "paper":
         validation = lists["test"]
@@ -127,13 +155,39 @@ def semi_supervised_datalists(
     else:
         validation = lists["validation"]
 
-    labeled = [{**item, "labeled": True} for item in pool[:n_labeled]]
     val_ids = {item["case_id"] for item in validation}
+    eligible = [i for i, item in enumerate(pool) if "label" in item and item["case_id"] not in val_ids]
+    if choice == ALL_LABELED:
+        if not eligible:
+            raise InvalidInputError(
+                f"`num_labeled` 'all': the training pool of {str(path)!r} has no labeled case outside the validation list."
+            )
+        chosen = eligible
+    else:
+        n_labeled = len(lists["labeled"]) if choice is None else choice
+        if not 1 <= n_labeled <= len(pool):
+            raise InvalidInputError(
+                f"`num_labeled` must be in [1, {len(pool)}] (the training pool of {str(path)!r}) or 'all', got {n_labeled}."
+            )
+        without_label = [item["case_id"] for item in pool[:n_labeled] if "label" not in item]
+        if without_label:
+            raise InvalidInputError(
+                f"`num_labeled`={n_labeled} needs labels for cases {without_label[:5]}, which have none in the datalist."
+            )
+        chosen = list(range(n_labeled))
+    labeled = [{**pool[i], "labeled": True} for i in chosen]
     leaked = sorted(val_ids & {item["case_id"] for item in labeled})
-    if leaked and (protocol == "paper" or select_best):
-        raise InvalidInputError(f"validation cases {leaked[:5]} are among the {n_labeled} labeled training cases.")
+    if leaked:
+        raise InvalidInputError(
+            f"validation cases {leaked[:5]} are among the {len(labeled)} labeled training cases: validating on labels "
+            f"the network is trained on is not honest. Use fewer labeled cases or `num_labeled: all` (the "
+            f"{len(eligible)} labeled cases outside the validation list)."
+        )
     unlabeled = []
-    for item in pool[n_labeled:]:
+    taken = set(chosen)
+    for i, item in enumerate(pool):
+        if i in taken or not unlabeled_wanted:
+            continue
         if select_best and item["case_id"] in val_ids:
             continue  # cases used to select the checkpoint leave the unlabeled pool
         unlabeled.append({k: v for k, v in item.items() if k != "label"} | {"labeled": False})
@@ -152,7 +206,9 @@ def semi_supervised_datalists(
         len(labeled),
         len(unlabeled),
         len(validation),
-        " (removed from the unlabeled pool: checkpoint selection on)" if select_best else "",
+        " (no unlabeled cases: supervised only)"
+        if not unlabeled_wanted
+        else " (removed from the unlabeled pool: checkpoint selection on)" if select_best else "",
     )
     return {
         "train": labeled + unlabeled,

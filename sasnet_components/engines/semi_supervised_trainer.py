@@ -51,9 +51,18 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     5. ``loss = beta * Seg + gamma(t) * (PLC + SRC)`` with ``gamma(t) = consistency *
        sigmoid_rampup(iteration // rampup_interval, rampup_length)`` (reference: 1, 150, 40).
 
+    Ablations (paper Tables 4-6): ``use_plc=False`` / ``use_src=False`` drop that term from the loss
+    and do not compute it (without SRC no signed distance map is computed either); a SAR handler
+    that is not ``enabled`` gives the plain mean of the branches; a network without a low-level
+    decoder (``seg_low`` and ``reg_low`` ``None``) trains its high-level branch alone, its ensemble
+    being that branch's probability (PLC and SAR need both branches). With both terms off and a
+    batch of labeled samples only, the loss is ``beta * Seg`` (the supervised baseline; ``beta=1``
+    gives the plain supervised loss).
+
     ``engine.state.output`` holds ``image``, ``label``, ``pred`` (the ensemble probability),
     ``loss``, ``loss_seg``, ``loss_plc``, ``loss_src`` and ``gamma`` (floats for the last four) for
-    ``StatsHandler`` / ``TensorBoardStatsHandler``. MONAI's iteration events (``FORWARD_COMPLETED``,
+    ``StatsHandler`` / ``TensorBoardStatsHandler``; ``loss_plc`` / ``loss_src`` only when that term
+    is used. MONAI's iteration events (``FORWARD_COMPLETED``,
     ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED``) are fired. With ``amp=True`` the
     forward pass runs under ``torch.autocast`` with MONAI's grad scaler.
 
@@ -78,6 +87,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         rampup_length: ramp-up length in units of `rampup_interval` iterations (reference: 40).
         rampup_interval: iterations per ramp-up step (reference: 150).
         sdm_backend: backend of the signed distance map (``"auto"``, ``"scipy"``, ``"torch"``).
+        use_plc: compute the PLC term (``False``: no PLC, the ablation of Tables 4, 5).
+        use_src: compute the SRC term and its signed distance map (``False``: no SRC and no SDM,
+            Table 6 "w/o SDM").
         max_iterations: stop after this many iterations, also inside an epoch (then that last,
             partial epoch does not roll the SAR memory); at most ``max_epochs * epoch_length``.
         image_key, label_key, flag_key, id_key, location_key, view_key, shape_key: batch keys.
@@ -85,7 +97,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             ``train_handlers``, ``amp``, ``postprocessing``, ``key_train_metric`` ...).
 
     Raises:
-        ValueError: a batch without labeled samples, or missing keys (named).
+        ValueError: a batch without labeled samples, or missing keys (named); ``use_plc`` or an
+            enabled SAR handler with a network without a low-level decoder.
     """
 
     def __init__(
@@ -104,6 +117,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         rampup_length: float = 40.0,
         rampup_interval: int = 150,
         sdm_backend: str = "auto",
+        use_plc: bool = True,
+        use_src: bool = True,
         max_iterations: Optional[int] = None,
         image_key: str = Keys.IMAGE,
         label_key: str = Keys.LABEL,
@@ -134,6 +149,16 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self.rampup_length = float(rampup_length)
         self.rampup_interval = int(rampup_interval)
         self.sdm_backend = sdm_backend
+        for name, value in (("use_plc", use_plc), ("use_src", use_src)):
+            if not isinstance(value, bool):
+                raise InvalidInputError(f"`{name}` must be True or False, got {value!r}.")
+        self.use_plc = use_plc
+        self.use_src = use_src
+        if getattr(network, "decoder_low", True) is None and (use_plc or getattr(sar_fusion, "enabled", True)):
+            raise InvalidInputError(
+                "PLC and SAR need both branches, the network has no low-level decoder: pass use_plc=False and a "
+                "SARFusion with enabled=False (LA bundle: with `--low_level_branch false` also pass `--plc false --sar false`)."
+            )
         self.keys = {
             "image": image_key,
             "label": label_key,
@@ -223,30 +248,40 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             out = engine.network(inputs)
             engine.state.output[Keys.PRED] = out
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            prob_low = torch.softmax(out.seg_low.float(), dim=1)
+            one_branch = out.seg_low is None
+            seg_low = None if one_branch else out.seg_low.float()
             prob_high = torch.softmax(out.seg_high.float(), dim=1)
+            prob_low = None if seg_low is None else torch.softmax(seg_low, dim=1)
             loss_seg = engine.loss_function(
-                out.seg_low.float()[lab_idx], out.seg_high.float()[lab_idx], targets[lab_idx]
+                None if seg_low is None else seg_low[lab_idx], out.seg_high.float()[lab_idx], targets[lab_idx]
             )
-            ensemble = engine.sar_fusion.fuse(
-                prob_low,
-                prob_high,
-                labeled=labeled,
-                label=targets,
-                case_ids=batchdata[k["id"]],
-                crop_starts=batchdata[k["location"]],
-                views=batchdata[k["view"]],
-                case_shapes=batchdata[k["shape"]],
-            )
-            sdm = ensemble_to_sdm(ensemble.detach(), backend=engine.sdm_backend)  # once per iteration
-            loss_plc = engine.plc_loss(prob_low, prob_high)
-            loss_src = engine.src_loss(out.reg_low.float(), out.reg_high.float(), sdm)
+            if prob_low is None:  # one branch: its own probability is the ensemble
+                ensemble = prob_high
+            else:
+                ensemble = engine.sar_fusion.fuse(
+                    prob_low,
+                    prob_high,
+                    labeled=labeled,
+                    label=targets,
+                    case_ids=batchdata[k["id"]],
+                    crop_starts=batchdata[k["location"]],
+                    views=batchdata[k["view"]],
+                    case_shapes=batchdata[k["shape"]],
+                )
+            terms = {}
+            if engine.use_plc:
+                terms["loss_plc"] = engine.plc_loss(prob_low, prob_high)
+            if engine.use_src:
+                sdm = ensemble_to_sdm(ensemble.detach(), backend=engine.sdm_backend)  # once per iteration
+                reg_low = None if out.reg_low is None else out.reg_low.float()
+                terms["loss_src"] = engine.src_loss(reg_low, out.reg_high.float(), sdm)
             gamma = engine.gamma(engine.state.iteration)
+            loss = engine.beta * loss_seg
+            if terms:
+                loss = loss + gamma * sum(terms.values())
             engine.state.output[Keys.PRED] = ensemble.detach()
-            engine.state.output[Keys.LOSS] = engine.beta * loss_seg + gamma * (loss_plc + loss_src)
-            engine.state.output.update(
-                loss_seg=loss_seg.item(), loss_plc=loss_plc.item(), loss_src=loss_src.item(), gamma=gamma
-            )
+            engine.state.output[Keys.LOSS] = loss
+            engine.state.output.update(loss_seg=loss_seg.item(), **{name: t.item() for name, t in terms.items()}, gamma=gamma)
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
         engine.network.train()

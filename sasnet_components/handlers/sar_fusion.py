@@ -75,6 +75,9 @@ class SARFusion:
         dtype: storage type of the memory, ``"float16"`` (compact, default) or ``"float32"``.
         checkpoint_memory: whether :meth:`state_dict` holds the memory (default) or only the mode,
             alpha, dtype and epoch count (a resume from it is not exact).
+        enabled: ``False`` switches SAR off (the "w/o SAR" ablation of the paper's Table 6): :meth:`fuse`
+            returns the plain mean ``0.5 * (P_low + P_high)`` for every sample and never reads or writes
+            the memory, which stays empty.
 
     Example::
 
@@ -85,13 +88,23 @@ class SARFusion:
                             views=batch["view"], case_shapes=batch["case_shape"])
     """
 
-    def __init__(self, alpha: float = 0.5, mode: str = "paper", dtype: str = "float16", checkpoint_memory: bool = True) -> None:
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        mode: str = "paper",
+        dtype: str = "float16",
+        checkpoint_memory: bool = True,
+        enabled: bool = True,
+    ) -> None:
         if not 0.0 <= float(alpha) <= 1.0:
             raise InvalidInputError(f"`alpha` must be in [0, 1], got {alpha!r}.")
         self.alpha = float(alpha)
         self.mode: str = check_option(mode, _MODES, "SARFusion's `mode`")
         self.dtype_name: str = check_option(dtype, tuple(_DTYPES), "SARFusion's `dtype`")
         self.checkpoint_memory = bool(checkpoint_memory)
+        if not isinstance(enabled, bool):
+            raise InvalidInputError(f"SARFusion's `enabled` must be True or False, got {enabled!r}.")
+        self.enabled = enabled
         self.epoch = 0
         self.memory: Dict[str, torch.Tensor] = {}  # case id -> paper: (3, 2, *case); running: (2, *case)
         self.seen: Dict[str, torch.Tensor] = {}  # running mode: case id -> bool (*case)
@@ -169,7 +182,8 @@ class SARFusion:
 
         Returns:
             The ensemble probability `(B, C, *spatial)` in [0, 1] (sums to 1 over channels). It keeps
-            the autograd graph of the inputs; the memory only stores detached values.
+            the autograd graph of the inputs; the memory only stores detached values. When the handler
+            is not `enabled`: ``0.5 * (prob_low + prob_high)`` for every sample, the memory untouched.
 
         Raises:
             ValueError: on mismatched shapes, label values outside [0, C), a crop outside its case,
@@ -186,7 +200,7 @@ class SARFusion:
             raise ValueError(f"`labeled` must hold {batch} flags (one per sample), got {labeled_mask.numel()}.")
         ensemble = 0.5 * (prob_low + prob_high)
         indices = labeled_mask.nonzero().reshape(-1).tolist()
-        if not indices:
+        if not indices or not self.enabled:
             return ensemble
         if label is None or case_ids is None or crop_starts is None or views is None or case_shapes is None:
             raise ValueError("labeled samples need `label`, `case_ids`, `crop_starts`, `views` and `case_shapes`.")
@@ -287,6 +301,7 @@ class SARFusion:
             "dtype": self.dtype_name,
             "epoch": self.epoch,
             "memory_saved": keep,
+            "enabled": self.enabled,
             "memory": {case: m.detach().cpu().clone() for case, m in self.memory.items()} if keep else {},
             "seen": {case: s.detach().cpu().clone() for case, s in self.seen.items()} if keep else {},
         }
@@ -304,6 +319,13 @@ class SARFusion:
         if state_dict["mode"] != self.mode:
             raise InvalidInputError(f"SARFusion state_dict was saved in mode {state_dict['mode']!r}, this handler uses {self.mode!r}.")
         self.epoch = int(state_dict["epoch"])
+        if "enabled" in state_dict and bool(state_dict["enabled"]) != self.enabled:
+            logger.warning(
+                "the checkpoint's SAR fusion was %s, this run's is %s (LA bundle: --sar): the resumed run does not "
+                "continue the saved one",
+                "on" if state_dict["enabled"] else "off",
+                "on" if self.enabled else "off",
+            )
         if not state_dict.get("memory_saved", True):
             logger.warning(
                 "the checkpoint holds no SAR memory (saved with checkpoint_memory=False; LA bundle: checkpoint_sar_memory "

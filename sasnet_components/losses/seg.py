@@ -45,7 +45,8 @@ class SegLoss(nn.Module):
       ``1 - (2 sum(p_1 y_1) + 1e-8) / (sum(p_1) + sum(y_1) + 1e-8)`` on the foreground channel;
       for ``C > 2`` the mean over the foreground classes. Built from ``monai.losses.DiceLoss``.
 
-    The result is the sum of the two branches' losses. Pass the labeled samples only; an
+    The result is the sum of the two branches' losses; with ``logits_low=None`` (a one-branch
+    network) the high-level branch's loss alone. Pass the labeled samples only; an
     empty batch (``B = 0``, no labeled sample in the batch) gives 0 (still attached to the graph).
 
     Args:
@@ -94,12 +95,13 @@ class SegLoss(nn.Module):
         )
         self.branch_loss: nn.Module = DiceCELoss(**common) if mode == "dice_ce" else DiceLoss(**common)
 
-    def forward(self, logits_low: torch.Tensor, logits_high: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits_low: torch.Tensor | None, logits_high: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         """Compute the segmentation loss summed over the two branches.
 
         Args:
             logits_low: segmentation logits of the low-level branch on the labeled samples,
-                ``(B, C, H, W[, D])``, ``C >= 2``.
+                ``(B, C, H, W[, D])``, ``C >= 2``; ``None`` for a one-branch network (the
+                high-level branch's loss only).
             logits_high: segmentation logits of the high-level branch, same shape.
             label: ground truth class indices ``(B, 1, H, W[, D])``, integer values in [0, C)
                 (any integer, bool or float dtype holding whole numbers).
@@ -112,16 +114,18 @@ class SegLoss(nn.Module):
             ValueError: logits shapes differ, fewer than 3 dims or 2 channels, ``label`` shape is
                 not ``(B, 1, *spatial)``, or ``label`` holds values outside [0, C) or non-integers.
         """
-        check_branch_pair(("logits_low", "logits_high"), logits_low, logits_high, ("label", label))
-        expected = (logits_low.shape[0], 1) + tuple(logits_low.shape[2:])
+        one_branch = logits_low is None
+        low = logits_high if one_branch else logits_low
+        check_branch_pair(("logits_low", "logits_high"), low, logits_high, ("label", label))
+        expected = (logits_high.shape[0], 1) + tuple(logits_high.shape[2:])
         if tuple(label.shape) != expected:
             raise ValueError(
                 f"`label` must have shape (B, 1, *spatial) = {expected} for logits of shape "
-                f"{tuple(logits_low.shape)}, got {tuple(label.shape)}."
+                f"{tuple(logits_high.shape)}, got {tuple(label.shape)}."
             )
         if label.is_complex():
             raise TypeError(f"`label` must hold integer class indices, got dtype {label.dtype}.")
-        channels = logits_low.shape[1]
+        channels = logits_high.shape[1]
         bad = (label < 0) | (label >= channels)
         if label.is_floating_point():
             bad |= label != label.round()
@@ -131,10 +135,11 @@ class SegLoss(nn.Module):
                 f"`label` must hold integer class indices in [0, {channels}) for {channels}-channel "
                 f"logits, got out-of-range values {values[:10]}."
             )
-        if logits_low.shape[0] == 0:
-            return (logits_low.sum() + logits_high.sum()) * 0.0
+        if logits_high.shape[0] == 0:
+            return (logits_high.sum() if one_branch else logits_low.sum() + logits_high.sum()) * 0.0
         label = label.long()
-        return self.branch_loss(logits_low, label) + self.branch_loss(logits_high, label)
+        loss_high = self.branch_loss(logits_high, label)
+        return loss_high if one_branch else self.branch_loss(logits_low, label) + loss_high
 
     def extra_repr(self) -> str:
         return (

@@ -73,7 +73,9 @@ class SRCLoss(nn.Module):
     ensemble prediction, each mean taken over all ``B * (C - 1) * prod(spatial)`` elements and the
     two branches summed, exactly as the reference code (``mse(sdm, tanh_out[:, 1])`` summed over
     the branches). The background channel of the regression maps is not supervised. All samples
-    of the batch take part. ``target_sdm`` is a target: it is detached and gets no gradient.
+    of the batch take part. ``target_sdm`` is a target: it is detached and gets no gradient. With
+    ``reg_low=None`` (a one-branch network) only the high-level term ``mean((reg_high[:, 1:] -
+    sdm)^2)`` is computed.
 
     Example:
         >>> loss = SRCLoss()
@@ -85,12 +87,13 @@ class SRCLoss(nn.Module):
         torch.Size([])
     """
 
-    def forward(self, reg_low: torch.Tensor, reg_high: torch.Tensor, target_sdm: torch.Tensor) -> torch.Tensor:
+    def forward(self, reg_low: torch.Tensor | None, reg_high: torch.Tensor, target_sdm: torch.Tensor) -> torch.Tensor:
         """Compute the SRC loss.
 
         Args:
             reg_low: regression (tanh) map of the low-level branch ``(B, C, H, W[, D])``, values
-                in [-1, 1], ``C >= 2``; channel 0 (background) is ignored.
+                in [-1, 1], ``C >= 2``; channel 0 (background) is ignored. ``None`` for a one-branch
+                network (the high-level term only).
             reg_high: regression map of the high-level branch, same shape.
             target_sdm: signed distance maps of the foreground classes ``(B, C - 1, H, W[, D])``
                 in [-1, 1] (from :func:`ensemble_to_sdm`); for ``C = 2`` also ``(B, H, W[, D])``.
@@ -103,9 +106,10 @@ class SRCLoss(nn.Module):
             ValueError: ``reg_low`` and ``reg_high`` shapes differ, fewer than 3 dims or fewer
                 than 2 channels, or ``target_sdm`` does not have the expected shape.
         """
-        check_branch_pair(("reg_low", "reg_high"), reg_low, reg_high, ("target_sdm", target_sdm))
-        batch, channels = reg_low.shape[:2]
-        spatial = tuple(reg_low.shape[2:])
+        one_branch = reg_low is None
+        check_branch_pair(("reg_low", "reg_high"), reg_high if one_branch else reg_low, reg_high, ("target_sdm", target_sdm))
+        batch, channels = reg_high.shape[:2]
+        spatial = tuple(reg_high.shape[2:])
         expected = (batch, channels - 1) + spatial
         target = target_sdm.detach()
         if channels == 2 and tuple(target.shape) == (batch,) + spatial:
@@ -114,7 +118,8 @@ class SRCLoss(nn.Module):
             also = f" or {(batch,) + spatial}" if channels == 2 else ""
             raise ValueError(
                 f"`target_sdm` must have shape (B, C - 1, *spatial) = {expected}{also} for "
-                f"regression maps of shape {tuple(reg_low.shape)}, got {tuple(target_sdm.shape)}."
+                f"regression maps of shape {tuple(reg_high.shape)}, got {tuple(target_sdm.shape)}."
             )
-        target = target.to(dtype=reg_low.dtype)
-        return F.mse_loss(reg_low[:, 1:], target) + F.mse_loss(reg_high[:, 1:], target)
+        target = target.to(dtype=reg_high.dtype)
+        loss_high = F.mse_loss(reg_high[:, 1:], target)
+        return loss_high if one_branch else F.mse_loss(reg_low[:, 1:], target) + loss_high

@@ -29,16 +29,18 @@ class DualBranchOutput(NamedTuple):
     """Training-mode output of :class:`DualBranchVNet`.
 
     Attributes:
-        seg_low: segmentation logits of the low-level decoder, `(B, out_channels, *spatial)`.
+        seg_low: segmentation logits of the low-level decoder, `(B, out_channels, *spatial)`;
+            ``None`` for a one-branch network (``low_level_branch=False``).
         seg_high: segmentation logits of the high-level decoder, `(B, out_channels, *spatial)`.
         reg_low: regression map of the low-level decoder, tanh output in [-1, 1],
-            `(B, out_channels, *spatial)`; it predicts a signed distance map per class.
+            `(B, out_channels, *spatial)`; it predicts a signed distance map per class. ``None``
+            for a one-branch network.
         reg_high: regression map of the high-level decoder, same shape and range.
     """
 
-    seg_low: torch.Tensor
+    seg_low: Optional[torch.Tensor]
     seg_high: torch.Tensor
-    reg_low: torch.Tensor
+    reg_low: Optional[torch.Tensor]
     reg_high: torch.Tensor
 
 
@@ -179,11 +181,17 @@ class DualBranchVNet(nn.Module):
     default arguments the 3D network has 11,258,376 parameters (the paper's 11.26 M); every
     module built is used in the forward pass.
 
+    With ``low_level_branch=False`` (the one-branch ablation of the paper's Tables 4 and 6) no
+    low-level decoder is built (``decoder_low`` is ``None``, fewer parameters): the network is the
+    encoder and the high-level decoder only.
+
     Outputs:
         - train mode: a :class:`DualBranchOutput` with the low/high segmentation logits and the
-          low/high tanh regression maps, each `(B, out_channels, *spatial)`.
+          low/high tanh regression maps, each `(B, out_channels, *spatial)`; ``seg_low`` and
+          ``reg_low`` are ``None`` for one branch.
         - eval mode (and TorchScript): one tensor `(B, out_channels, *spatial)`, the mean of the
-          two decoders' softmax probabilities, values in [0, 1] summing to 1 over channels.
+          two decoders' softmax probabilities (one branch: the high-level decoder's softmax),
+          values in [0, 1] summing to 1 over channels.
 
     Args:
         spatial_dims: 2 or 3.
@@ -193,6 +201,8 @@ class DualBranchVNet(nn.Module):
         norm: normalisation, a name or `(name, kwargs)` understood by MONAI's `Norm` factory.
         act: activation, a name or `(name, kwargs)` understood by MONAI's `Act` factory.
         dropout: channel dropout probability in [0, 1) on the deepest features and before the heads.
+        low_level_branch: build the low-level decoder (default); ``False``: one branch, the
+            high-level decoder only.
 
     Raises:
         ValueError: on invalid arguments, or in `forward` when the input rank, channel count or a
@@ -216,6 +226,7 @@ class DualBranchVNet(nn.Module):
         norm: Union[str, Tuple] = "batch",
         act: Union[str, Tuple] = "relu",
         dropout: float = 0.5,
+        low_level_branch: bool = True,
     ) -> None:
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -225,12 +236,17 @@ class DualBranchVNet(nn.Module):
                 raise InvalidInputError(f"`{name}` must be an integer >= {minimum}, got {value!r}.")
         if not 0.0 <= float(dropout) < 1.0:
             raise InvalidInputError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+        if not isinstance(low_level_branch, bool):
+            raise InvalidInputError(f"`low_level_branch` must be True or False, got {low_level_branch!r}.")
         self.spatial_dims = spatial_dims
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.encoder = _Encoder(spatial_dims, in_channels, n_filters, norm, act, dropout)
         self.decoder_high = _Decoder(spatial_dims, n_filters, out_channels, _NUM_LEVELS, norm, act, dropout)
-        self.decoder_low = _Decoder(spatial_dims, n_filters, out_channels, _NUM_LEVELS - 1, norm, act, dropout)
+        self.low_level_branch = low_level_branch
+        self.decoder_low: Optional[_Decoder] = (
+            _Decoder(spatial_dims, n_filters, out_channels, _NUM_LEVELS - 1, norm, act, dropout) if low_level_branch else None
+        )
 
     def forward(self, x: torch.Tensor):
         """Run the network.
@@ -240,7 +256,8 @@ class DualBranchVNet(nn.Module):
 
         Returns:
             :class:`DualBranchOutput` in train mode; in eval mode and under TorchScript the mean
-            softmax probability of the two decoders, `(B, out_channels, *spatial)` in [0, 1].
+            softmax probability of the two decoders (one branch: the high-level decoder's),
+            `(B, out_channels, *spatial)` in [0, 1].
         """
         if torch.jit.is_scripting():
             return self._mean_probability(x)
@@ -256,12 +273,16 @@ class DualBranchVNet(nn.Module):
             x: image batch `(B, in_channels, *spatial)`, every spatial size divisible by 16.
 
         Returns:
-            :class:`DualBranchOutput` (logits and tanh regression maps).
+            :class:`DualBranchOutput` (logits and tanh regression maps; ``seg_low`` and ``reg_low``
+            are ``None`` for one branch).
         """
         self._check_input(x)
         features = self.encoder(x)
         seg_high, reg_high = self.decoder_high(features)
-        seg_low, reg_low = self.decoder_low(features)
+        seg_low: Optional[torch.Tensor] = None
+        reg_low: Optional[torch.Tensor] = None
+        if self.decoder_low is not None:
+            seg_low, reg_low = self.decoder_low(features)
         return DualBranchOutput(seg_low=seg_low, seg_high=seg_high, reg_low=reg_low, reg_high=reg_high)
 
     def branch_probabilities(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -271,17 +292,25 @@ class DualBranchVNet(nn.Module):
             x: image batch `(B, in_channels, *spatial)`.
 
         Returns:
-            `(prob_low, prob_high)`, each `(B, out_channels, *spatial)` in [0, 1].
+            `(prob_low, prob_high)`, each `(B, out_channels, *spatial)` in [0, 1]. A one-branch
+            network returns the high-level probability twice (the same tensor): their mean is that
+            probability and their disagreement is 0 everywhere.
         """
         if not torch.jit.is_scripting():
             self._check_input(x)
         features = self.encoder(x)
         seg_high, _ = self.decoder_high(features)
-        seg_low, _ = self.decoder_low(features)
-        return torch.softmax(seg_low, dim=1), torch.softmax(seg_high, dim=1)
+        prob_high = torch.softmax(seg_high, dim=1)
+        decoder_low = self.decoder_low
+        if decoder_low is None:
+            return prob_high, prob_high
+        seg_low, _ = decoder_low(features)
+        return torch.softmax(seg_low, dim=1), prob_high
 
     def _mean_probability(self, x: torch.Tensor) -> torch.Tensor:
         prob_low, prob_high = self.branch_probabilities(x)
+        if self.decoder_low is None:
+            return prob_high
         return 0.5 * (prob_low + prob_high)
 
     @torch.jit.unused
@@ -314,7 +343,9 @@ class DualBranchUncertainty(nn.Module):
 
     Returns (forward):
         `(B, out_channels + 1, *spatial)`: channels `[:out_channels]` are the mean softmax
-        probability in [0, 1], the last channel is :func:`decoder_disagreement` in [0, 1].
+        probability in [0, 1], the last channel is :func:`decoder_disagreement` in [0, 1]. For a
+        one-branch network (``low_level_branch=False``): the high-level probability and a
+        disagreement of 0 everywhere (there is no second decoder to disagree with).
     """
 
     def __init__(self, network: DualBranchVNet) -> None:

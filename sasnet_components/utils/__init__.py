@@ -27,6 +27,7 @@ from .errors import (
 )
 from .io import atomic_path, atomic_write_text, check_output_folder
 from .monailabel import TORCHVISION_GUARD, export_monailabel_bundle, load_torchscript_weights, prepare_monailabel_app
+from .variant import VARIANT_SWITCHES, describe_variant, training_variant
 
 __all__ = [
     "InputError",
@@ -40,6 +41,7 @@ __all__ = [
     "TqdmLoggingHandler",
     "UnknownKeyError",
     "TrainingSettings",
+    "VARIANT_SWITCHES",
     "as_bool",
     "atomic_path",
     "atomic_write_text",
@@ -49,6 +51,7 @@ __all__ = [
     "check_checkpoint",
     "check_config_keys",
     "check_training_settings",
+    "describe_variant",
     "export_monailabel_bundle",
     "find_input_error",
     "load_torchscript_weights",
@@ -61,5 +64,6 @@ __all__ = [
     "raw_config",
     "report_input_errors",
     "training_stats",
+    "training_variant",
     "weights_mismatch",
 ]

@@ -199,8 +199,9 @@ def check_training_settings(
 
     Args:
         protocol: ``"default"`` or ``"paper"``.
-        num_labeled: labeled cases, at least `labeled_batch_size` (one batch per epoch); ``None``
-            keeps the datalist's split.
+        num_labeled: labeled cases, at least `labeled_batch_size` (one batch per epoch); ``"all"``
+            (every labeled case of the pool outside the validation list); ``None`` keeps the
+            datalist's split.
         max_iterations: training iterations, >= 1.
         batch_size: samples per batch, >= 1.
         labeled_batch_size: labeled samples per batch, in ``[1, batch_size]``.
@@ -245,8 +246,9 @@ def check_training_settings(
             f"`num_labeled` ({num_labeled}) must be at least `labeled_batch_size` ({labeled_batch_size}): an epoch "
             "is one pass over the labeled cases in batches of labeled_batch_size."
         )
-    if num_labeled is not None:
-        errors.append(_int_error("num_labeled", num_labeled, 1, "labeled training cases"))
+    all_labeled = isinstance(num_labeled, str) and num_labeled.strip().lower() == "all"
+    if num_labeled is not None and not all_labeled and _int_error("num_labeled", num_labeled, 1, ""):
+        errors.append(f"`num_labeled` (labeled training cases) must be an integer >= 1 or 'all', got {num_labeled!r}.")
     sizes = list(patch_size) if isinstance(patch_size, Sequence) and not isinstance(patch_size, str) else None
     if not sizes or not all(_is_int(s) and s >= size_divisor and s % size_divisor == 0 for s in sizes):
         sizes = None
@@ -413,8 +415,10 @@ def training_stats(output: Any) -> Dict[str, float]:
         output: ``engine.state.output`` (a dict, or a list of dicts after decollation).
 
     Returns:
-        ``{"loss", "loss_seg", "loss_plc", "loss_src", "gamma"}`` as floats.
+        ``{"loss", "loss_seg", "loss_plc", "loss_src", "gamma"}`` as floats, those the output holds
+        (``loss_plc`` / ``loss_src`` are absent when the trainer does not use that term).
     """
     if isinstance(output, (list, tuple)):
         output = output[0]
-    return {k: float(torch.as_tensor(output[k]).detach()) for k in ("loss", "loss_seg", "loss_plc", "loss_src", "gamma")}
+    keys = ("loss", "loss_seg", "loss_plc", "loss_src", "gamma")
+    return {k: float(torch.as_tensor(output[k]).detach()) for k in keys if k in output}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -99,9 +100,57 @@ def test_select_best_with_validation_among_labeled_raises(datalist_file: Path):
         semi_supervised_datalists(str(datalist_file), num_labeled=5, select_best=True)
 
 
-def test_validation_among_labeled_allowed_without_selection(datalist_file: Path):
-    out = semi_supervised_datalists(str(datalist_file), num_labeled=6)
-    assert out["num_unlabeled"] == 0 and out["unlabeled_indices"] == []
+@pytest.mark.parametrize("protocol, num_labeled, leaked", [("default", 5, "['t4']"), ("default", 6, "['t4', 't5']")])
+def test_validation_among_labeled_raises_under_every_protocol(datalist_file: Path, protocol, num_labeled, leaked):
+    # also without checkpoint selection: validating on trained labels is not honest
+    with pytest.raises(ValueError, match=rf"validation cases {re.escape(leaked)} are among the {num_labeled} labeled training cases: .*not honest.*`num_labeled: all` \(the 4 labeled"):
+        semi_supervised_datalists(str(datalist_file), num_labeled=num_labeled, protocol=protocol)
+
+
+def test_paper_protocol_may_label_the_monitoring_cases(datalist_file: Path):
+    # under 'paper' the validation list is the test list: t4, t5 are ordinary training cases
+    out = semi_supervised_datalists(str(datalist_file), num_labeled=6, protocol="paper")
+    assert out["num_labeled"] == 6 and out["num_unlabeled"] == 0
+
+
+@pytest.mark.parametrize("all_", ["all", "ALL", " all "])
+def test_num_labeled_all_labels_every_case_outside_validation(datalist_file: Path, all_):
+    out = semi_supervised_datalists(str(datalist_file), num_labeled=all_)
+    assert _ids(out["train"]) == TRAIN_IDS  # t0..t3 labeled, the validation cases t4, t5 unlabeled
+    assert out["num_labeled"] == 4 and out["labeled_indices"] == [0, 1, 2, 3]
+    assert [item["labeled"] for item in out["train"]] == [True] * 4 + [False] * 2
+    assert all("label" not in item for item in out["train"][4:])
+    # with selection, or without the unlabeled stream, the validation cases are not training cases at all
+    assert _ids(semi_supervised_datalists(str(datalist_file), num_labeled="all", select_best=True)["train"]) == TRAIN_IDS[:4]
+    assert _ids(semi_supervised_datalists(str(datalist_file), num_labeled="all", unlabeled=False)["train"]) == TRAIN_IDS[:4]
+    # 'paper' validates on the test list: every labeled case of the pool
+    assert semi_supervised_datalists(str(datalist_file), num_labeled="all", protocol="paper")["num_labeled"] == 6
+
+
+def test_num_labeled_all_skips_cases_without_a_label(tmp_path: Path):
+    path = _write(tmp_path / "la")
+    datalist = json.loads(path.read_text())
+    del datalist["unlabeled"][0]["label"]  # t2 has no label
+    path.write_text(json.dumps(datalist))
+    out = semi_supervised_datalists(str(path), num_labeled="all")
+    assert _ids(out["train"]) == ["t0", "t1", "t3", "t2", "t4", "t5"]  # labeled first
+    assert out["labeled_indices"] == [0, 1, 2] and out["unlabeled_indices"] == [3, 4, 5]
+
+
+@pytest.mark.parametrize("num_labeled", ["some", "2.5", True, 2.5])
+def test_num_labeled_neither_all_nor_an_integer(datalist_file: Path, num_labeled):
+    with pytest.raises(ValueError, match=r"`num_labeled` must be an integer >= 1 or 'all', got "):
+        semi_supervised_datalists(str(datalist_file), num_labeled=num_labeled)
+
+
+@pytest.mark.parametrize("num_labeled", [None, 3, "all"])
+def test_without_unlabeled_stream_no_unlabeled_item(datalist_file: Path, num_labeled):
+    out = semi_supervised_datalists(str(datalist_file), num_labeled=num_labeled, unlabeled=False)
+    assert all(item["labeled"] for item in out["train"]) and out["unlabeled_indices"] == [] and out["num_unlabeled"] == 0
+    assert out["labeled_indices"] == list(range(len(out["train"])))
+    if num_labeled != "all":  # t3 is an unlabeled case: its image is neither checked nor read
+        (datalist_file.parent / "imagesTr" / "t3.nii.gz").unlink()
+        assert semi_supervised_datalists(str(datalist_file), num_labeled=num_labeled, unlabeled=False)["num_unlabeled"] == 0
 
 
 def test_paper_protocol_validates_on_test(datalist_file: Path):
@@ -143,7 +192,7 @@ def test_missing_list_key(tmp_path: Path):
 
 @pytest.mark.parametrize("num_labeled", [0, 7])
 def test_num_labeled_out_of_range(datalist_file: Path, num_labeled: int):
-    with pytest.raises(ValueError, match=rf"`num_labeled` must be in \[1, 6\] .*got {num_labeled}"):
+    with pytest.raises(ValueError, match=rf"`num_labeled` must be in \[1, 6\] .* or 'all', got {num_labeled}"):
         semi_supervised_datalists(str(datalist_file), num_labeled=num_labeled)
 
 

@@ -18,6 +18,9 @@ from torch.utils.data import DataLoader
 from sasnet_components.data.samplers import TwoStreamBatchSampler
 from sasnet_components.engines.semi_supervised_trainer import SemiSupervisedTrainer, sigmoid_rampup
 from sasnet_components.handlers.sar_fusion import SARFusion
+from sasnet_components.losses.plc import PLCLoss
+from sasnet_components.losses.seg import SegLoss
+from sasnet_components.losses.src import SRCLoss, ensemble_to_sdm
 from sasnet_components.networks.dual_branch_vnet import DualBranchVNet
 
 SIZE = 16
@@ -294,3 +297,98 @@ def test_amp_iteration_runs_and_updates_weights():
     trainer.run()
     assert len(outputs) == 2 and all(torch.isfinite(torch.as_tensor(o["loss"])) for o in outputs)
     assert any(not torch.equal(b, p) for b, p in zip(before, trainer.network.parameters()))
+
+
+# ---------------------------------------------------------------------- ablations
+def _forward_record(trainer) -> list:
+    """The network's train-mode output of every iteration, before the update."""
+    outputs = []
+
+    def keep(engine):
+        out = engine.state.output["pred"]
+        outputs.append([None if t is None else t.detach().clone() for t in out])
+
+    trainer.add_event_handler(IterationEvents.FORWARD_COMPLETED, keep)
+    return outputs
+
+
+def _plain_mean(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (torch.softmax(low, dim=1) + torch.softmax(high, dim=1))
+
+
+def test_without_plc_the_term_is_absent_and_the_loss_is_seg_and_src():
+    batch = _batch(0)
+    trainer = _trainer([batch], max_epochs=1, epoch_length=1, sar_fusion=SARFusion(enabled=False), use_plc=False, beta=0.5)
+    forward, outputs = _forward_record(trainer), _record(trainer)
+    trainer.run()
+    out, (seg_low, seg_high, reg_low, reg_high) = outputs[0], forward[0]
+    assert "loss_plc" not in out and {"loss_seg", "loss_src", "gamma"} <= set(out)
+    seg = SegLoss()(seg_low[:2], seg_high[:2], batch["label"][:2])
+    src = SRCLoss()(reg_low, reg_high, ensemble_to_sdm(_plain_mean(seg_low, seg_high)))
+    gamma = sigmoid_rampup(1, 4)  # iteration 1, interval 1, length 4, consistency 1
+    assert out["loss_seg"] == pytest.approx(seg.item(), rel=1e-6) and out["loss_src"] == pytest.approx(src.item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(0.5 * seg.item() + gamma * src.item(), rel=1e-6)
+    assert torch.allclose(out["pred"], _plain_mean(seg_low, seg_high))  # SAR off: the plain mean
+    assert trainer.sar_fusion.memory == {}
+
+
+def test_without_src_no_distance_map_is_computed(monkeypatch):
+    import sasnet_components.engines.semi_supervised_trainer as module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a signed distance map was computed")
+
+    monkeypatch.setattr(module, "ensemble_to_sdm", refuse)
+    batch = _batch(0)
+    trainer = _trainer([batch], max_epochs=1, epoch_length=1, use_src=False, beta=0.5)
+    forward, outputs = _forward_record(trainer), _record(trainer)
+    trainer.run()
+    out, (seg_low, seg_high, _, _) = outputs[0], forward[0]
+    assert "loss_src" not in out and "loss_plc" in out
+    seg = SegLoss()(seg_low[:2], seg_high[:2], batch["label"][:2])
+    plc = PLCLoss()(torch.softmax(seg_low, dim=1), torch.softmax(seg_high, dim=1))
+    assert out["loss"].item() == pytest.approx(0.5 * seg.item() + sigmoid_rampup(1, 4) * plc.item(), rel=1e-6)
+    from sasnet_components.utils.bundle import training_stats
+
+    assert set(training_stats(out)) == {"loss", "loss_seg", "loss_plc", "gamma"}
+
+
+def test_supervised_only_loss_is_beta_times_seg():
+    labeled_only = {k: v[:2] for k, v in _batch(0, labeled=(True, True, False, False)).items()}
+    trainer = _trainer(
+        [labeled_only], max_epochs=1, epoch_length=1, sar_fusion=SARFusion(enabled=False), use_plc=False, use_src=False, beta=1.0
+    )
+    forward, outputs = _forward_record(trainer), _record(trainer)
+    trainer.run()
+    out, (seg_low, seg_high, _, _) = outputs[0], forward[0]
+    assert not {"loss_plc", "loss_src"} & set(out)
+    assert out["loss"].item() == pytest.approx(SegLoss()(seg_low, seg_high, labeled_only["label"]).item(), rel=1e-6)
+
+
+def test_one_branch_trains_its_high_level_decoder_alone():
+    batch = _batch(0)
+    torch.manual_seed(0)
+    net = DualBranchVNet(n_filters=2, low_level_branch=False)
+    trainer = _trainer([batch], max_epochs=1, epoch_length=1, network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.01),
+                       sar_fusion=SARFusion(enabled=False), use_plc=False, beta=0.5)
+    forward, outputs = _forward_record(trainer), _record(trainer)
+    trainer.run()
+    out, (seg_low, seg_high, reg_low, reg_high) = outputs[0], forward[0]
+    assert seg_low is None and reg_low is None
+    prob_high = torch.softmax(seg_high, dim=1)
+    assert torch.equal(out["pred"], prob_high)  # the ensemble of one branch
+    seg = SegLoss()(None, seg_high[:2], batch["label"][:2])
+    src = SRCLoss()(None, reg_high, ensemble_to_sdm(prob_high))
+    assert out["loss"].item() == pytest.approx(0.5 * seg.item() + sigmoid_rampup(1, 4) * src.item(), rel=1e-6)
+
+
+@pytest.mark.parametrize("kwargs", [{"use_plc": False}, {"sar_fusion": SARFusion(enabled=False)}])
+def test_one_branch_refuses_plc_and_sar(kwargs):
+    net = DualBranchVNet(n_filters=2, low_level_branch=False)
+    with pytest.raises(ValueError, match=r"PLC and SAR need both branches"):
+        _trainer([_batch(0)], network=net, optimizer=torch.optim.SGD(net.parameters(), lr=0.01), **kwargs)
+
+
+def test_switches_must_be_bools():
+    with pytest.raises(ValueError, match=r"`use_src` must be True or False, got 'false'"):
+        _trainer([_batch(0)], use_src="false")

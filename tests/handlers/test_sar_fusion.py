@@ -303,3 +303,41 @@ def test_more_bad_input():
         SARFusion(mode="running").load_state_dict(sar.state_dict())
     with pytest.raises(KeyError, match="missing"):
         SARFusion().load_state_dict({"mode": "paper"})
+
+
+def test_disabled_fusion_is_the_plain_mean_and_leaves_the_memory_empty():
+    sar = SARFusion(enabled=False)
+    low, high = _probs(LOW_1).reshape(1, 2, 1, 2, 2), _probs(HIGH_1).reshape(1, 2, 1, 2, 2)
+    for _ in range(3):  # also after epochs: nothing is read, written or rolled
+        fused = _fuse(sar, low, high)
+        sar.epoch_completed()
+    # foreground of voxel v0: (0.2 + 0.4) / 2, v1 (0.6 + 0.8) / 2, v2 (0.9 + 0.3) / 2, v3 (0.5 + 0.1) / 2
+    assert fused[0, 1].reshape(-1).tolist() == pytest.approx([0.3, 0.7, 0.6, 0.3])
+    assert torch.equal(fused, 0.5 * (low + high))
+    assert sar.memory == {} and sar.seen == {}
+    # an enabled handler fuses differently on the same input (its weights 0.5 everywhere at first)
+    assert not torch.allclose(_fuse(SARFusion(), low, high), fused)
+    state = sar.state_dict()
+    assert state["enabled"] is False and state["memory"] == {}
+    restored = SARFusion(enabled=False)
+    restored.load_state_dict(torch.load(_saved(state), weights_only=True))
+    assert restored.enabled is False and restored.memory == {} and restored.epoch == 3
+
+
+def _saved(state) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_loading_the_state_of_a_handler_switched_otherwise_warns(caplog):
+    sar = SARFusion()
+    sar.load_state_dict(SARFusion(enabled=False).state_dict())
+    assert sar.enabled is True  # this run's switch
+    assert "SAR fusion was off, this run's is on" in caplog.text
+
+
+def test_enabled_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"`enabled` must be True or False, got 'yes'"):
+        SARFusion(enabled="yes")

@@ -144,3 +144,18 @@ def test_errors():
         loss(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3, dtype=torch.long))
     with pytest.raises(TypeError, match="`label` must be a torch.Tensor, got list"):
         loss(logits, logits, [0, 1])
+
+
+@pytest.mark.parametrize("mode", ["dice_ce", "dice"])
+def test_one_branch_is_the_high_level_term(mode):
+    g = torch.Generator().manual_seed(0)
+    low, high = torch.randn(2, 2, 4, 4, 4, generator=g), torch.randn(2, 2, 4, 4, 4, generator=g)
+    label = torch.randint(0, 2, (2, 1, 4, 4, 4), generator=g)
+    loss = SegLoss(mode)
+    one = loss(None, high, label)
+    # the two-branch loss is the sum of the branch terms; with a low-level branch equal to the high one, twice this
+    assert one.item() == pytest.approx(loss(high, high, label).item() / 2, rel=1e-6)
+    assert loss(low, high, label).item() == pytest.approx(one.item() + loss(None, low, label).item(), rel=1e-6)
+    assert loss(None, high[:0], label[:0]).item() == 0.0  # no labeled sample
+    with pytest.raises(ValueError, match=r"`label` must have shape"):
+        loss(None, high, label[:1])

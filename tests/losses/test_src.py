@@ -114,3 +114,12 @@ def test_errors():
         ensemble_to_sdm(torch.zeros(2, 2, 4))
     with pytest.raises(ValueError, match="`backend` must be one of"):
         ensemble_to_sdm(torch.zeros(1, 2, 4, 4), backend="gpu")
+
+
+def test_one_branch_keeps_the_high_level_term_only():
+    # the example above without its low-level branch: mse_high = (1^2 + 2^2) / 2 = 2.5
+    reg_high = torch.tensor([[9.0, 9.0], [0.0, 1.0]]).view(1, 2, 1, 2)
+    sdm = torch.tensor([1.0, -1.0]).view(1, 1, 1, 2)
+    assert SRCLoss()(None, reg_high, sdm).item() == pytest.approx(2.5)
+    with pytest.raises(ValueError, match=r"`target_sdm` must have shape"):
+        SRCLoss()(None, reg_high, sdm[..., :1])

@@ -170,3 +170,54 @@ def test_bad_arguments_raise(kwargs, error, match):
 def test_uncertainty_wrapper_needs_dual_branch_network():
     with pytest.raises(TypeError, match="must be a DualBranchVNet, got Linear"):
         DualBranchUncertainty(torch.nn.Linear(2, 2))
+
+
+def test_one_branch_has_no_low_level_decoder():
+    two, one = DualBranchVNet(n_filters=4), DualBranchVNet(n_filters=4, low_level_branch=False)
+    assert one.decoder_low is None
+    assert not [name for name, _ in one.named_parameters() if name.startswith("decoder_low")]
+    low = sum(p.numel() for p in two.decoder_low.parameters())
+    assert sum(p.numel() for p in one.parameters()) == sum(p.numel() for p in two.parameters()) - low
+    # the paper's layer count without the low-level decoder: encoder + high-level decoder
+    full = _expected_parameter_count()
+    assert sum(p.numel() for p in DualBranchVNet(low_level_branch=False).parameters()) == full - sum(
+        p.numel() for p in DualBranchVNet().decoder_low.parameters()
+    )
+
+
+def test_one_branch_outputs():
+    torch.manual_seed(0)
+    net = DualBranchVNet(n_filters=2, low_level_branch=False)
+    x = torch.randn(2, 1, 16, 16, 16)
+    out = net.train()(x)
+    assert out.seg_low is None and out.reg_low is None
+    assert tuple(out.seg_high.shape) == tuple(out.reg_high.shape) == (2, 2, 16, 16, 16)
+    net.eval()
+    with torch.no_grad():
+        seg_high, _ = net.decoder_high(net.encoder(x))
+        expected = torch.softmax(seg_high, dim=1)
+        assert torch.equal(net(x), expected)  # eval: the high-level decoder's softmax
+        prob_low, prob_high = net.branch_probabilities(x)
+        assert torch.equal(prob_low, expected) and torch.equal(prob_high, expected)
+        both = DualBranchUncertainty(net)(x)
+        assert torch.equal(both[:, :2], expected) and torch.equal(both[:, 2:], torch.zeros(2, 1, 16, 16, 16))
+
+
+@pytest.mark.parametrize("low_level_branch", [True, False])
+def test_scripted_network_matches_eager(low_level_branch):
+    torch.manual_seed(0)
+    net = DualBranchVNet(n_filters=2, low_level_branch=low_level_branch).eval()
+    scripted = torch.jit.script(net)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), net(x), atol=1e-6)
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        buffer.seek(0)
+        assert torch.equal(torch.jit.load(buffer)(x), scripted(x))  # saved and loaded
+        assert torch.jit.script(DualBranchUncertainty(net))(x).shape == (1, 3, 16, 16, 16)
+
+
+def test_low_level_branch_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"`low_level_branch` must be True or False, got 'no'"):
+        DualBranchVNet(low_level_branch="no")

@@ -89,6 +89,12 @@ def test_training_stats_from_dict():
     assert all(type(v) is float for v in stats.values())
 
 
+def test_training_stats_reports_the_terms_present():
+    # a trainer without PLC (use_plc=False) has no loss_plc in its output
+    stats = training_stats({"loss": 1.0, "loss_seg": 2.0, "loss_src": 4.0, "gamma": 0.5})
+    assert stats == {"loss": 1.0, "loss_seg": 2.0, "loss_src": 4.0, "gamma": 0.5}
+
+
 def test_training_stats_from_list_takes_first():
     first = {"loss": 1.0, "loss_seg": 2.0, "loss_plc": 3.0, "loss_src": 4.0, "gamma": 0.5}
     second = {k: 9.0 for k in first}
@@ -167,6 +173,7 @@ def test_reference_settings_pass():
     assert check_training_settings(**REFERENCE) is True
     assert check_training_settings(**{**REFERENCE, "val_stride": None, "protocol": "paper"}) is True
     assert check_training_settings(**{**REFERENCE, "num_labeled": None}) is True  # the datalist's split
+    assert check_training_settings(**{**REFERENCE, "num_labeled": "all"}) is True  # every labeled case outside validation
 
 
 @pytest.mark.parametrize(
@@ -178,7 +185,7 @@ def test_reference_settings_pass():
         ({"max_iterations": "abc"}, "`max_iterations` (training iterations) must be an integer >= 1, got 'abc'."),
         ({"labeled_batch_size": 5}, "`labeled_batch_size` (labeled samples per batch) must be an integer in [1, batch_size], got 5 with batch_size 4."),
         ({"num_labeled": 1}, "`num_labeled` (1) must be at least `labeled_batch_size` (2)"),
-        ({"num_labeled": 0}, "`num_labeled` (labeled training cases) must be an integer >= 1, got 0."),
+        ({"num_labeled": 0}, "`num_labeled` (labeled training cases) must be an integer >= 1 or 'all', got 0."),
         ({"val_interval": 0}, "`val_interval` (iterations between validations) must be an integer >= 1, got 0."),
         ({"val_stride": [18, 18, 90]}, "`val_stride` must be null or one integer in [1, patch size] per axis of [112, 112, 80], got [18, 18, 90]."),
         ({"val_overlap": 1.5}, "`val_overlap` (sliding-window overlap) must be a number in [0, 1), got 1.5."),
