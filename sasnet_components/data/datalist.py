@@ -94,6 +94,7 @@ def semi_supervised_datalists(
     select_best: bool = False,
     check_files: bool = True,
     unlabeled: bool = True,
+    validation_unlabeled: bool = True,
 ) -> Dict[str, Any]:
     """Build the training pool (labeled + unlabeled) and the validation list of a protocol.
 
@@ -113,8 +114,9 @@ def semi_supervised_datalists(
 
     Protocols:
         - ``"default"`` (honest): validation curves on the ``validation`` monitoring list, whose
-          labels only the validation loader reads. With ``select_best`` (checkpoint selection on
-          that list) its cases leave the unlabeled pool.
+          labels only the validation loader reads; their images stay in the unlabeled pool unless
+          ``validation_unlabeled`` is false. With ``select_best`` (checkpoint selection on that
+          list) its cases leave the unlabeled pool.
         - ``"paper"``: validation on the ``test`` list, as the reference code did when it picked
           its best checkpoint on the test set. For comparison with published numbers only.
 
@@ -127,6 +129,9 @@ def semi_supervised_datalists(
         check_files: verify that every referenced file exists.
         unlabeled: keep the unlabeled cases (default); ``False`` (the supervised-only baseline)
             returns no unlabeled item, so nothing unlabeled is checked, cached or loaded.
+        validation_unlabeled: keep the validation cases in the unlabeled pool (default: their
+            images are used, their labels never read); ``False``: they leave it, so that a model
+            evaluated on them has never seen their images (the quick protocol's setting).
 
     Returns:
         ``{"train": items (labeled first, each with ``"labeled"``), "labeled_indices",
@@ -188,8 +193,8 @@ def semi_supervised_datalists(
     for i, item in enumerate(pool):
         if i in taken or not unlabeled_wanted:
             continue
-        if select_best and item["case_id"] in val_ids:
-            continue  # cases used to select the checkpoint leave the unlabeled pool
+        if (select_best or not validation_unlabeled) and item["case_id"] in val_ids:
+            continue  # cases that select the checkpoint or are evaluated leave the unlabeled pool
         unlabeled.append({k: v for k, v in item.items() if k != "label"} | {"labeled": False})
 
     if check_files:
@@ -208,7 +213,11 @@ def semi_supervised_datalists(
         len(validation),
         " (no unlabeled cases: supervised only)"
         if not unlabeled_wanted
-        else " (removed from the unlabeled pool: checkpoint selection on)" if select_best else "",
+        else " (removed from the unlabeled pool: checkpoint selection on)"
+        if select_best
+        else " (removed from the unlabeled pool: validation_unlabeled false)"
+        if not validation_unlabeled
+        else "",
     )
     return {
         "train": labeled + unlabeled,

@@ -51,6 +51,9 @@ def test_quick_protocol_trains_on_resampled_images_and_evaluates_on_the_label_gr
     training = ConfigWorkflow(config_file=[TRAIN, QUICK], run_id="training", **_overrides(dataset_dir, tmp_path))
     training.initialize()
     assert training.parser.get_parsed_content("train#trainer").rampup_length == 1  # max(1, round(0.15 * 3))
+    datalists = training.parser.get_parsed_content("datalists")
+    # 2 labeled; of the other 4 cases, the 2 evaluated ones (SYN004, SYN005) are not in the unlabeled pool
+    assert [item["case_id"] for item in datalists["train"]] == ["SYN000", "SYN001", "SYN002", "SYN003"]
     training.run()
     state = torch.load(tmp_path / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
     assert state["trainer"]["iteration"] == 3

@@ -95,6 +95,16 @@ def test_select_best_removes_validation_from_unlabeled(datalist_file: Path):
     assert _ids(out["validation"]) == ["t4", "t5"]
 
 
+def test_validation_cases_leave_the_unlabeled_pool_when_asked(datalist_file: Path, caplog):
+    with caplog.at_level("INFO"):
+        out = semi_supervised_datalists(str(datalist_file), validation_unlabeled=False)
+    # t4, t5 are evaluated: their images are not trained on either
+    assert _ids(out["train"]) == ["t0", "t1", "t2", "t3"]
+    assert out["unlabeled_indices"] == [2, 3] and out["num_unlabeled"] == 2
+    assert _ids(out["validation"]) == ["t4", "t5"]
+    assert "2 unlabeled training cases, 2 validation cases (removed from the unlabeled pool: validation_unlabeled false)" in caplog.text
+
+
 def test_select_best_with_validation_among_labeled_raises(datalist_file: Path):
     with pytest.raises(ValueError, match=r"validation cases \['t4'\] are among the 5 labeled training cases"):
         semi_supervised_datalists(str(datalist_file), num_labeled=5, select_best=True)
