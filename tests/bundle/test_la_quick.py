@@ -14,6 +14,7 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
+from sasnet_components import DualBranchVNet
 from sasnet_components.data import make_synthetic_la
 from sasnet_components.data.la import prepare_la
 
@@ -87,3 +88,27 @@ def test_quick_protocol_trains_on_resampled_images_and_evaluates_on_the_label_gr
     summary = json.loads((out / "metrics_summary.json").read_text())
     assert summary["sliding_window"] == {"roi_size": [32, 32, 16], "stride": [16, 16, 4], "mode": "constant"}
 
+
+
+def test_a_quick_model_segments_nifti_inputs_at_its_spacing_in_the_input_geometry(tmp_path):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    affine = np.diag([0.625, 0.625, 0.625, 1.0])
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(size=(49, 45, 31)).astype(np.float32), affine), str(inputs / "scan.nii.gz"))
+    torch.manual_seed(0)
+    torch.save(DualBranchVNet(n_filters=2).state_dict(), tmp_path / "model.pt")
+    config = [TRAIN, str(CONFIGS / "inference.yaml"), QUICK]
+    overrides = {"input_dir": str(inputs), "output_dir": str(out), "ckpt_dir": str(tmp_path), "device": "cpu", "amp": False,
+                 "network_def#n_filters": 2, "num_workers": 0}
+    workflow = ConfigWorkflow(config_file=config, run_id="inferring", **overrides)
+    workflow.initialize()
+    assert workflow.parser.get_parsed_content("inference_spacing") == [1.25, 1.25, 1.25]  # the training spacing
+    evaluator = workflow.parser.get_parsed_content("infer#evaluator")
+    seen = []
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda engine: seen.append(tuple(engine.state.output[0]["image"].shape)))
+    workflow.run()
+    # 49x45x31 voxels of 0.625 mm at 1.25 mm: the corner voxels' centres kept, (n - 1) / 2 + 1 per axis
+    assert seen == [(1, 25, 23, 16)]
+    seg = nib.load(str(out / "scan_seg.nii.gz"))
+    assert seg.shape == (49, 45, 31)
+    np.testing.assert_allclose(seg.affine, affine, atol=1e-6)
