@@ -65,13 +65,13 @@ from tqdm import tqdm
 
 _REPO = Path(__file__).resolve().parents[1]
 try:
-    from sasnet_components.utils.console import progress_enabled
+    from sasnet_components.utils.console import progress_option
     from sasnet_components.utils.io import atomic_write_text
 
     _CHILD_PYTHONPATH = None
 except ImportError:  # run from a checkout without installing the package: the bundle runs need it too
     sys.path.insert(0, str(_REPO))
-    from sasnet_components.utils.console import progress_enabled
+    from sasnet_components.utils.console import progress_option
     from sasnet_components.utils.io import atomic_write_text
 
     _CHILD_PYTHONPATH = str(_REPO)
@@ -761,13 +761,6 @@ class Run:
 
 
 # ------------------------------------------------------------------------------------------ command line
-def _progress(value: str) -> bool:
-    try:
-        return progress_enabled(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line (``argv`` defaults to ``sys.argv[1:]``); what follows ``--`` is ``extra_args``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -789,7 +782,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true", help="also stream the output of each run (always in its log)")
     p.add_argument(
         "--progress",
-        type=_progress,
+        type=progress_option,
         default="auto",
         help="progress bar over the runs on stderr: auto (only on a terminal, default), true or false",
     )

@@ -36,12 +36,12 @@ from pathlib import Path
 try:
     from sasnet_components.data.checks import exception_message
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
-    from sasnet_components.utils.console import progress_enabled
+    from sasnet_components.utils.console import progress_option
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sasnet_components.data.checks import exception_message
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
-    from sasnet_components.utils.console import progress_enabled
+    from sasnet_components.utils.console import progress_option
 
 __all__ = ["parse_args", "main"]
 
@@ -53,13 +53,6 @@ def _str2bool(value: str) -> bool:
     if lowered in ("0", "false", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected a boolean (True / False), got {value!r}")
-
-
-def _progress(value: str) -> bool:
-    try:
-        return progress_enabled(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -86,7 +79,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--datalist_name", default="datalist.json", help="datalist file name in output_dir")
     p.add_argument(
         "--progress",
-        type=_progress,
+        type=progress_option,
         default="auto",
         help="progress bar of the cases on stderr: auto (only on a terminal, default), true or false",
     )

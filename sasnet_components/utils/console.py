@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Optional, TextIO, Union
@@ -11,7 +12,7 @@ from tqdm import tqdm
 from .bundle import as_bool
 from .errors import InvalidInputError
 
-__all__ = ["TqdmLoggingHandler", "log_above_bars", "progress_enabled"]
+__all__ = ["TqdmLoggingHandler", "log_above_bars", "progress_enabled", "progress_option"]
 
 
 def progress_enabled(value: Union[bool, str], name: str = "progress", stream: Optional[TextIO] = None) -> bool:
@@ -45,6 +46,18 @@ def progress_enabled(value: Union[bool, str], name: str = "progress", stream: Op
         return as_bool(value, name)
     except ValueError:
         raise InvalidInputError(f"`{name}` must be auto, true or false (also yes/no, on/off, 1/0), got {value!r}.") from None
+
+
+def progress_option(value: str) -> bool:
+    """:func:`progress_enabled` as an ``argparse`` type, for the scripts' ``--progress auto|true|false``.
+
+    Raises:
+        argparse.ArgumentTypeError: a value :func:`progress_enabled` refuses (argparse reports it).
+    """
+    try:
+        return progress_enabled(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 class TqdmLoggingHandler(logging.StreamHandler):

@@ -18,20 +18,10 @@ from monai.data import CacheDataset
 
 import sasnet_components.data
 from sasnet_components import DualBranchVNet
-from sasnet_components.data import make_synthetic_la
-from sasnet_components.data.la import prepare_la
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "la" / "configs"
 TRAIN = str(CONFIGS / "train.yaml")
 EVALUATE = str(CONFIGS / "evaluate.yaml")
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("la_bundle")
-    raw = make_synthetic_la(str(root / "h5"), num_train=8, num_test=1, shape=(40, 40, 24), seed=0)
-    prepare_la(str(raw), str(root / "prepared"), num_labeled=3, num_validation=2)
-    return str(root / "prepared")
 
 
 def _overrides(dataset_dir: str, out: Path, **extra) -> dict:

@@ -16,8 +16,6 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, run
 
 import sasnet_components.engines.semi_supervised_trainer as trainer_module
-from sasnet_components.data import make_synthetic_la
-from sasnet_components.data.la import prepare_la
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "la" / "configs"
 TRAIN = str(CONFIGS / "train.yaml")
@@ -35,14 +33,6 @@ VARIANTS = {
     "one_branch": {"low_level_branch": "false", "sar": "false", "plc": "false"},
 }
 IDENTITY = [0, 1, 2]
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("la_variants")
-    raw = make_synthetic_la(str(root / "h5"), num_train=8, num_test=1, shape=(40, 40, 24), seed=0)
-    prepare_la(str(raw), str(root / "prepared"), num_labeled=3, num_validation=2)
-    return str(root / "prepared")
 
 
 def _overrides(dataset_dir: str, out: Path, **extra) -> dict:

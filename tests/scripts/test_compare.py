@@ -18,9 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from sasnet_components.data import make_synthetic_la
-from sasnet_components.data.la import prepare_la
-
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = str(ROOT / "scripts" / "compare.py")
 # a 2-filter network on 32x32x16 patches; 3 iterations, an interval checkpoint at iteration 2 (one to resume from)
@@ -44,14 +41,6 @@ def _load_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("compare_data")
-    raw = make_synthetic_la(str(root / "h5"), num_train=8, num_test=1, shape=(40, 40, 24), seed=0)
-    prepare_la(str(raw), str(root / "prepared"), num_labeled=3, num_validation=2)
-    return str(root / "prepared")
 
 
 def _compare(out: Path, dataset_dir: str, *args: str, variants=VARIANTS, extra=()) -> subprocess.CompletedProcess:
