@@ -172,7 +172,7 @@ def test_one_branch_trains_and_evaluates_without_a_low_level_decoder(dataset_dir
         assert [r["case_id"] for r in csv.DictReader(f)] == ["SYN006", "SYN007"]
 
 
-def test_one_branch_without_plc_and_sar_off_is_refused_before_any_data_is_read(tmp_path):
+def test_one_branch_with_plc_and_sar_left_on_is_refused_before_any_data_is_read(tmp_path):
     workflow = ConfigWorkflow(
         config_file=TRAIN, run_id="training", **_overrides(str(tmp_path / "absent"), tmp_path, low_level_branch="false")
     )
