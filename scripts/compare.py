@@ -65,12 +65,14 @@ from tqdm import tqdm
 
 _REPO = Path(__file__).resolve().parents[1]
 try:
+    from sasnet_components.utils.bundle import config_keys, unknown_keys_hint
     from sasnet_components.utils.console import progress_option
     from sasnet_components.utils.io import atomic_write_text
 
     _CHILD_PYTHONPATH = None
 except ImportError:  # run from a checkout without installing the package: the bundle runs need it too
     sys.path.insert(0, str(_REPO))
+    from sasnet_components.utils.bundle import config_keys, unknown_keys_hint
     from sasnet_components.utils.console import progress_option
     from sasnet_components.utils.io import atomic_write_text
 
@@ -292,17 +294,10 @@ def _option_value(extra_args: Sequence[str], key: str) -> str | None:
 
 def _config_keys(config_dir: Path) -> set[str] | None:
     """Top-level keys that the bundle's config files define (as the bundle's own check reads them), or None."""
-    keys = {"_meta_"}
     try:
-        for path in sorted(config_dir.iterdir()):
-            if path.suffix.lower() in (".yaml", ".yml", ".json") and path.name != "metadata.json":
-                with open(path, encoding="utf-8") as f:
-                    content = json.load(f) if path.suffix.lower() == ".json" else yaml.safe_load(f)
-                if isinstance(content, Mapping):
-                    keys.update(str(k).split("#", 1)[0] for k in content)
+        return config_keys(config_dir)
     except (OSError, ValueError, yaml.YAMLError):
         return None  # the bundle's own check will say what is wrong
-    return keys
 
 
 def _check_known_keys(keys: Sequence[str], known: set[str] | None, config_dir: Path, where: str) -> None:
@@ -310,9 +305,10 @@ def _check_known_keys(keys: Sequence[str], known: set[str] | None, config_dir: P
         return
     unknown = [k for k in keys if k.split("#", 1)[0] not in known and k not in BUNDLE_RUN_OPTIONS]
     if unknown:
-        close = {k: difflib.get_close_matches(k.split("#", 1)[0], known, n=3) for k in unknown}
-        hints = "; ".join(f"{k!r}: did you mean {v}?" if v else f"{k!r}: no similar key" for k, v in close.items())
-        raise CompareError(f"{where}: unknown config key(s) {unknown}, not defined in the files of '{config_dir}': {hints}")
+        raise CompareError(
+            f"{where}: unknown config key(s) {unknown}, not defined in the files of '{config_dir}': "
+            f"{unknown_keys_hint(unknown, known)}"
+        )
 
 
 # ------------------------------------------------------------------------------------------ tables

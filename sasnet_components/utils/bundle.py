@@ -8,7 +8,7 @@ import logging
 import math
 import numbers
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow
@@ -21,9 +21,11 @@ __all__ = [
     "bundle_root",
     "check_config_keys",
     "check_training_settings",
+    "config_keys",
     "log_validation_plan",
     "raw_config",
     "training_stats",
+    "unknown_keys_hint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -102,14 +104,29 @@ def bundle_root(default: str = ".") -> str:
     return default
 
 
-def _top_level_keys(config_dir: Path) -> set:
+def config_keys(config_dir: Union[str, Path]) -> Set[str]:
+    """Top-level keys that the YAML / JSON files of a bundle's ``configs`` folder define.
+
+    A key written ``a#b`` (an item of ``a``) counts as ``a``; ``_meta_`` is always valid;
+    ``metadata.json`` is not a config file.
+
+    Raises:
+        ValueError: a file that cannot be parsed (from MONAI's ``ConfigParser.load_config_file``).
+    """
     keys = {"_meta_"}
-    for path in sorted(config_dir.glob("*")):
+    for path in sorted(Path(config_dir).glob("*")):
         if path.suffix.lower() in (".yaml", ".yml", ".json") and path.name != "metadata.json":
             content = ConfigParser.load_config_file(str(path))
             if isinstance(content, Mapping):
-                keys.update(content)
+                keys.update(str(k).split("#", 1)[0] for k in content)
     return keys
+
+
+def unknown_keys_hint(unknown: Iterable[str], known: Iterable[str]) -> str:
+    """``'num_labled': did you mean ['num_labeled']?; ...`` for each unknown key (``a#b`` matched as ``a``)."""
+    known = list(known)
+    hints = {k: difflib.get_close_matches(k.split("#", 1)[0], known, n=3) for k in unknown}
+    return "; ".join(f"{k!r}: did you mean {v}?" if v else f"{k!r}: no similar key" for k, v in hints.items())
 
 
 def check_config_keys(config_dir: str, parser: Optional[ConfigParser] = None, extra_keys: Iterable[str] = ()) -> bool:
@@ -133,13 +150,11 @@ def check_config_keys(config_dir: str, parser: Optional[ConfigParser] = None, ex
     if parser is None:
         logger.warning("check_config_keys: no active ConfigParser found; override keys were not checked.")
         return True
-    known = _top_level_keys(Path(config_dir)) | set(extra_keys)
+    known = config_keys(config_dir) | set(extra_keys)
     unknown = sorted(k for k in parser.get() if k not in known)
     if unknown:
-        hints = {k: difflib.get_close_matches(k, known, n=3) for k in unknown}
-        hint = "; ".join(f"{k!r}: did you mean {v}?" if v else f"{k!r}: no similar key" for k, v in hints.items())
         raise UnknownKeyError(
-            f"unknown config key(s) {unknown} (from the command line or a config file): {hint} "
+            f"unknown config key(s) {unknown} (from the command line or a config file): {unknown_keys_hint(unknown, known)} "
             f"Valid top-level keys are those defined in the files of {str(config_dir)!r}."
         )
     return True
