@@ -16,6 +16,7 @@ from ignite.engine import Events
 from monai.bundle import ConfigWorkflow, run
 
 import sasnet_components.engines.semi_supervised_trainer as trainer_module
+from tests.bundle.test_la_bundle import _overrides as _bundle_overrides
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "la" / "configs"
 TRAIN = str(CONFIGS / "train.yaml")
@@ -36,23 +37,8 @@ IDENTITY = [0, 1, 2]
 
 
 def _overrides(dataset_dir: str, out: Path, **extra) -> dict:
-    tiny = {
-        "dataset_dir": dataset_dir,
-        "output_dir": str(out / "runs"),
-        "ckpt_dir": str(out / "models"),
-        "device": "cpu",
-        "amp": False,
-        "num_labeled": 3,
-        "patch_size": [32, 32, 16],
-        "network_def#n_filters": 2,
-        "max_iterations": 2,
-        "val_interval": 1000,  # no validation in these runs
-        "num_workers": 0,
-        "sw_batch_size": 2,
-        "log_interval": 1,
-    }
-    tiny.update(extra)
-    return tiny
+    # the tiny runs of test_la_bundle, 2 iterations long and without validation
+    return _bundle_overrides(dataset_dir, out, **{"max_iterations": 2, "val_interval": 1000, **extra})
 
 
 def _train(dataset_dir: str, out: Path, **extra) -> dict:
