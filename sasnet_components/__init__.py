@@ -8,6 +8,7 @@ YAML as ``_target_: sasnet_components.DualBranchVNet``.
 from __future__ import annotations
 
 from .data import (
+    DeviceBatchLoader,
     SeededDataset,
     SplitPredictiond,
     TwoStreamBatchSampler,
@@ -24,6 +25,7 @@ from .handlers import (
     AtomicCheckpointSaver,
     CaseProgressLogger,
     GlobalRandomState,
+    RunLimit,
     RunProgressBar,
     SARFusion,
     ScheduledValidationHandler,
@@ -51,11 +53,13 @@ __all__ = [
     "AtomicCheckpointSaver",
     "CaseProgressLogger",
     "CheckedLoadImaged",
+    "DeviceBatchLoader",
     "GlobalRandomState",
     "SeededDataset",
     "SplitPredictiond",
     "LabelPlaceholderd",
     "RandCropWithLocationd",
+    "RunLimit",
     "RunProgressBar",
     "ScheduledValidationHandler",
     "SegmentationReport",

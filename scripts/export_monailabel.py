@@ -24,7 +24,13 @@ from typing import Any, Optional
 import fire
 
 from sasnet_components.data.checks import exception_message
-from sasnet_components.utils import InputError, InvalidInputError, as_bool, export_monailabel_bundle, prepare_monailabel_app
+from sasnet_components.utils import (
+    InputError,
+    InvalidInputError,
+    as_bool,
+    export_monailabel_bundle,
+    prepare_monailabel_app,
+)
 from sasnet_components.utils.monailabel import export_network
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "la"

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
-from .datastore import datastore_datalists
 from .datalist import PROTOCOLS, evaluation_datalist, semi_supervised_datalists
+from .datastore import datastore_datalists
+from .device_loader import DeviceBatchLoader
 from .inference import SplitPredictiond, inference_datalist
 from .samplers import SeededDataset, TwoStreamBatchSampler
 from .sliding_window import overlap_for_stride, paper_window_positions
 from .synthetic import make_synthetic_la
 
 __all__ = [
+    "DeviceBatchLoader",
     "PROTOCOLS",
     "SeededDataset",
     "SplitPredictiond",

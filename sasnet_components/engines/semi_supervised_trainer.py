@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Union
+from contextlib import nullcontext
+from typing import Any, Callable, ContextManager, Dict, Iterable, Mapping, Optional, Union
 
 import torch
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
+from monai.engines.trainer import Trainer
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 
@@ -16,7 +18,7 @@ from sasnet_components.handlers.sar_fusion import SARFusion
 from sasnet_components.losses.plc import PLCLoss
 from sasnet_components.losses.seg import SegLoss
 from sasnet_components.losses.src import SRCLoss, ensemble_to_sdm
-from sasnet_components.utils.errors import InvalidInputError
+from sasnet_components.utils.errors import InvalidInputError, check_option
 
 __all__ = ["SemiSupervisedTrainer", "sigmoid_rampup"]
 
@@ -35,6 +37,26 @@ def sigmoid_rampup(current: float, rampup_length: float) -> float:
         return 1.0
     phase = 1.0 - min(max(float(current), 0.0), rampup_length) / rampup_length
     return float(math.exp(-5.0 * phase * phase))
+
+
+_AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def _channels_last(network: torch.nn.Module) -> torch.memory_format:
+    """The channels-last memory format for the rank of `network`'s convolution weights."""
+    ranks = {p.ndim for p in network.parameters() if p.ndim in (4, 5)}
+    if len(ranks) != 1:
+        raise InvalidInputError(f"`channels_last` needs a 2D or 3D convolutional network, got weights of ranks {sorted(ranks)}.")
+    return torch.channels_last_3d if ranks == {5} else torch.channels_last
+
+
+def _compiled(network: torch.nn.Module, mode: Union[bool, str]) -> Callable:
+    """`network` itself, or ``torch.compile(network, mode=...)`` for a compile mode (``True``: ``"default"``)."""
+    if mode is False:
+        return network
+    mode = "default" if mode is True else check_option(mode, _COMPILE_MODES, "`compile`")
+    return torch.compile(network, mode=mode)
 
 
 class SemiSupervisedTrainer(SupervisedTrainer):
@@ -60,11 +82,22 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     gives the plain supervised loss).
 
     ``engine.state.output`` holds ``image``, ``label``, ``pred`` (the ensemble probability),
-    ``loss``, ``loss_seg``, ``loss_plc``, ``loss_src`` and ``gamma`` (floats for the last four) for
-    ``StatsHandler`` / ``TensorBoardStatsHandler``; ``loss_plc`` / ``loss_src`` only when that term
-    is used. MONAI's iteration events (``FORWARD_COMPLETED``,
-    ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``, ``MODEL_COMPLETED``) are fired. With ``amp=True`` the
-    forward pass runs under ``torch.autocast`` with MONAI's grad scaler.
+    ``loss``, ``loss_seg``, ``loss_plc``, ``loss_src`` (detached 0-dim tensors, on the device: read
+    them with :func:`sasnet_components.utils.training_stats` only when logging, since reading a
+    GPU value waits for the GPU) and ``gamma`` (a float), for ``StatsHandler`` /
+    ``TensorBoardStatsHandler``; ``loss_plc`` / ``loss_src`` only when that term is used. MONAI's
+    iteration events (``FORWARD_COMPLETED``, ``LOSS_COMPLETED``, ``BACKWARD_COMPLETED``,
+    ``MODEL_COMPLETED``) are fired.
+
+    Precision and speed options: with ``amp=True`` the forward pass and the losses run under
+    ``torch.autocast`` in `amp_dtype`; ``"bfloat16"`` (GPUs that support it, and CPUs) needs no
+    grad scaler, ``"float16"`` uses MONAI's. The losses and the SAR fusion always take float32
+    probabilities. ``channels_last`` keeps the network and its input in ``torch.channels_last_3d``
+    memory format; ``compile`` trains through ``torch.compile(network, mode=...)`` (``"reduce-overhead"``
+    also captures CUDA graphs); the network given stays the module that is saved and validated.
+    :attr:`stage_timer`, when set, wraps each stage of an iteration (``transfer``, ``forward``,
+    ``seg``, ``sar``, ``sdm``, ``plc_src``, ``backward``, ``optimizer``) in the context manager it
+    returns for the stage's name (``scripts/benchmark_training.py`` times them).
 
     Batch keys (all configurable): ``image`` `(B, C, *spatial)`, ``label`` `(B, 1, *spatial)`
     (placeholders for unlabeled samples, never read), ``labeled`` `(B,)` bool, ``case_id`` (B
@@ -86,12 +119,18 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         consistency: final weight of ``PLC + SRC`` (paper: 1).
         rampup_length: ramp-up length in units of `rampup_interval` iterations (reference: 40).
         rampup_interval: iterations per ramp-up step (reference: 150).
-        sdm_backend: backend of the signed distance map (``"auto"``, ``"scipy"``, ``"torch"``).
+        sdm_backend: backend of the signed distance map (one of ``SDM_BACKENDS``; ``"auto"``: SciPy
+            on CPU, the torch transform on other devices).
         use_plc: compute the PLC term (``False``: no PLC, the ablation of Tables 4, 5).
         use_src: compute the SRC term and its signed distance map (``False``: no SRC and no SDM,
             Table 6 "w/o SDM").
         max_iterations: stop after this many iterations, also inside an epoch (then that last,
             partial epoch does not roll the SAR memory); at most ``max_epochs * epoch_length``.
+        amp_dtype: autocast type when ``amp`` is on: ``"bfloat16"`` (no grad scaler) or ``"float16"``.
+        channels_last: network weights and input in ``torch.channels_last_3d`` (``channels_last``
+            for 2D) memory format.
+        compile: ``False``, or train through ``torch.compile`` with this mode (``True`` / ``"default"``,
+            ``"reduce-overhead"``, ``"max-autotune"``).
         image_key, label_key, flag_key, id_key, location_key, view_key, shape_key: batch keys.
         kwargs: further arguments of ``monai.engines.SupervisedTrainer`` (``epoch_length``,
             ``train_handlers``, ``amp``, ``postprocessing``, ``key_train_metric`` ...).
@@ -120,6 +159,9 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         use_plc: bool = True,
         use_src: bool = True,
         max_iterations: Optional[int] = None,
+        amp_dtype: str = "float16",
+        channels_last: bool = False,
+        compile: Union[bool, str] = False,
         image_key: str = Keys.IMAGE,
         label_key: str = Keys.LABEL,
         flag_key: str = "labeled",
@@ -154,6 +196,14 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                 raise InvalidInputError(f"`{name}` must be True or False, got {value!r}.")
         self.use_plc = use_plc
         self.use_src = use_src
+        self.amp_dtype = _AMP_DTYPES[check_option(amp_dtype, tuple(_AMP_DTYPES), "`amp_dtype`")]
+        if not isinstance(channels_last, bool):
+            raise InvalidInputError(f"`channels_last` must be True or False, got {channels_last!r}.")
+        self.memory_format = _channels_last(network) if channels_last else None
+        if self.memory_format is not None:
+            network.to(memory_format=self.memory_format)
+        self.train_network = _compiled(network, compile)
+        self.stage_timer: Optional[Callable[[str], ContextManager]] = None
         if getattr(network, "decoder_low", True) is None and (use_plc or getattr(sar_fusion, "enabled", True)):
             raise InvalidInputError(
                 "PLC and SAR need both branches, the network has no low-level decoder: pass use_plc=False and a "
@@ -168,6 +218,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             "view": view_key,
             "shape": shape_key,
         }
+        self.max_iterations = max_iterations
         if max_iterations is not None:
             available = max_epochs * (self.state.epoch_length or 0)
             if not 1 <= max_iterations <= available:
@@ -178,6 +229,13 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                 self.add_event_handler(Events.ITERATION_COMPLETED(once=int(max_iterations)), lambda engine: engine.terminate())
         sar_fusion.attach(self)
         self.add_event_handler(Events.EPOCH_STARTED, self._set_sampler_epoch)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Train (continuing from the current state). MONAI's grad scaler only for float16 autocast on CUDA:
+        bfloat16 has float32's range and needs no loss scaling."""
+        scaled = self.amp and self.amp_dtype == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=torch.device(self.state.device).type == "cuda") if scaled else None
+        super(Trainer, self).run()  # MONAI's Workflow.run: Trainer.run would make its own scaler
 
     @staticmethod
     def _set_sampler_epoch(engine: "SemiSupervisedTrainer") -> None:
@@ -228,6 +286,10 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         """Consistency weight at `iteration` (1-based): ``consistency * sigmoid_rampup(iteration // interval, L)``."""
         return self.consistency * sigmoid_rampup(iteration // self.rampup_interval, self.rampup_length)
 
+    def _stage(self, name: str) -> ContextManager:
+        """The :attr:`stage_timer`'s context for stage `name`, or a no-op."""
+        return nullcontext() if self.stage_timer is None else self.stage_timer(name)
+
     def _iteration(self, engine: "SemiSupervisedTrainer", batchdata: Dict[str, Any]) -> Dict[str, Any]:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
@@ -236,67 +298,88 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         if missing:
             raise ValueError(f"the training batch lacks keys {missing}; it has {sorted(map(str, batchdata))}.")
         device, non_blocking = engine.state.device, engine.non_blocking
-        inputs = batchdata[k["image"]].to(device=device, non_blocking=non_blocking)
-        targets = batchdata[k["label"]].to(device=device, non_blocking=non_blocking)
+        with engine._stage("transfer"):
+            inputs = batchdata[k["image"]].to(device=device, non_blocking=non_blocking)
+            if engine.memory_format is not None:
+                inputs = inputs.contiguous(memory_format=engine.memory_format)
+            targets = batchdata[k["label"]].to(device=device, non_blocking=non_blocking)
         labeled = torch.as_tensor(batchdata[k["flag"]], dtype=torch.bool).reshape(-1).cpu()
-        if not bool(labeled.any()):
+        num_labeled = int(labeled.sum())
+        if not num_labeled:
             raise ValueError("a training batch has no labeled sample; use TwoStreamBatchSampler with labeled_batch_size >= 1.")
-        lab_idx = labeled.nonzero().reshape(-1).to(device)
+        # the labeled samples: a slice when they come first (TwoStreamBatchSampler), no index copy to the device
+        lab_idx = slice(0, num_labeled) if bool(labeled[:num_labeled].all()) else labeled.nonzero().reshape(-1).to(device)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
 
         def _compute_pred_loss() -> None:
-            out = engine.network(inputs)
+            with engine._stage("forward"):
+                out = engine.train_network(inputs)
             engine.state.output[Keys.PRED] = out
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             one_branch = out.seg_low is None
-            seg_low = None if one_branch else out.seg_low.float()
-            prob_high = torch.softmax(out.seg_high.float(), dim=1)
-            prob_low = None if seg_low is None else torch.softmax(seg_low, dim=1)
-            loss_seg = engine.loss_function(
-                None if seg_low is None else seg_low[lab_idx], out.seg_high.float()[lab_idx], targets[lab_idx]
-            )
-            if prob_low is None:  # one branch: its own probability is the ensemble
-                ensemble = prob_high
-            else:
-                ensemble = engine.sar_fusion.fuse(
-                    prob_low,
-                    prob_high,
-                    labeled=labeled,
-                    label=targets,
-                    case_ids=batchdata[k["id"]],
-                    crop_starts=batchdata[k["location"]],
-                    views=batchdata[k["view"]],
-                    case_shapes=batchdata[k["shape"]],
+            with engine._stage("seg"):
+                seg_low = None if one_branch else out.seg_low.float()
+                prob_high = torch.softmax(out.seg_high.float(), dim=1)
+                prob_low = None if seg_low is None else torch.softmax(seg_low, dim=1)
+                loss_seg = engine.loss_function(
+                    None if seg_low is None else seg_low[lab_idx], out.seg_high.float()[lab_idx], targets[lab_idx]
                 )
-            terms = {}
-            if engine.use_plc:
-                terms["loss_plc"] = engine.plc_loss(prob_low, prob_high)
+            with engine._stage("sar"):
+                if prob_low is None:  # one branch: its own probability is the ensemble
+                    ensemble = prob_high
+                else:
+                    ensemble = engine.sar_fusion.fuse(
+                        prob_low,
+                        prob_high,
+                        labeled=labeled,
+                        label=targets,
+                        case_ids=batchdata[k["id"]],
+                        crop_starts=batchdata[k["location"]],
+                        views=batchdata[k["view"]],
+                        case_shapes=batchdata[k["shape"]],
+                    )
+            sdm = None
             if engine.use_src:
-                sdm = ensemble_to_sdm(ensemble.detach(), backend=engine.sdm_backend)  # once per iteration
-                reg_low = None if out.reg_low is None else out.reg_low.float()
-                terms["loss_src"] = engine.src_loss(reg_low, out.reg_high.float(), sdm)
-            gamma = engine.gamma(engine.state.iteration)
-            loss = engine.beta * loss_seg
-            if terms:
-                loss = loss + gamma * sum(terms.values())
+                with engine._stage("sdm"):
+                    sdm = ensemble_to_sdm(ensemble.detach(), backend=engine.sdm_backend)  # once per iteration
+            terms = {}
+            with engine._stage("plc_src"):
+                if engine.use_plc:
+                    terms["loss_plc"] = engine.plc_loss(prob_low, prob_high)
+                if sdm is not None:
+                    reg_low = None if out.reg_low is None else out.reg_low.float()
+                    terms["loss_src"] = engine.src_loss(reg_low, out.reg_high.float(), sdm)
+                gamma = engine.gamma(engine.state.iteration)
+                loss = engine.beta * loss_seg
+                if terms:
+                    loss = loss + gamma * sum(terms.values())
             engine.state.output[Keys.PRED] = ensemble.detach()
             engine.state.output[Keys.LOSS] = loss
-            engine.state.output.update(loss_seg=loss_seg.item(), **{name: t.item() for name, t in terms.items()}, gamma=gamma)
+            # detached tensors, read on the host only when logged (no wait for the device here)
+            engine.state.output.update(
+                loss_seg=loss_seg.detach(), **{name: t.detach() for name, t in terms.items()}, gamma=gamma
+            )
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        if engine.amp and engine.scaler is not None:
-            with torch.autocast(device_type=torch.device(device).type, **engine.amp_kwargs):
-                _compute_pred_loss()
-            engine.scaler.scale(engine.state.output[Keys.LOSS]).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
+        autocast = (
+            torch.autocast(device_type=torch.device(device).type, **{**engine.amp_kwargs, "dtype": engine.amp_dtype})
+            if engine.amp
+            else nullcontext()
+        )
+        with autocast:
             _compute_pred_loss()
-            engine.state.output[Keys.LOSS].backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
+        loss = engine.state.output[Keys.LOSS]
+        scaler = engine.scaler if engine.amp else None
+        with engine._stage("backward"):
+            (loss if scaler is None else scaler.scale(loss)).backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        with engine._stage("optimizer"):
+            if scaler is None:
+                engine.optimizer.step()
+            else:
+                scaler.step(engine.optimizer)
+                scaler.update()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

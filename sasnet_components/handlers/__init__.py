@@ -4,6 +4,7 @@ from .case_progress import CaseProgressLogger
 from .checkpoint import AtomicCheckpointSaver
 from .progress import RunProgressBar
 from .random_state import GlobalRandomState
+from .run_limit import RunLimit
 from .sar_fusion import SARFusion
 from .segmentation_report import SegmentationReport
 from .validation import ScheduledValidationHandler
@@ -12,6 +13,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "CaseProgressLogger",
     "GlobalRandomState",
+    "RunLimit",
     "RunProgressBar",
     "SARFusion",
     "ScheduledValidationHandler",

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
+from monai.data.meta_obj import get_track_meta
 from monai.transforms import InvertibleTransform, MapTransform, RandomizableTransform
 from monai.transforms.inverse import TraceableTransform
-from monai.data.meta_obj import get_track_meta
 from monai.utils import TraceKeys, TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from sasnet_components.utils.errors import InputTypeError, InvalidInputError
@@ -541,6 +541,11 @@ class RandFourierRotated(RandomizableTransform, MapTransform, InvertibleTransfor
             )
         self._view_index = 0
         self._angle = 0.0
+
+    @property
+    def view(self) -> tuple[int, ...]:
+        """The view (a permutation of the spatial axes) drawn by the last :py:meth:`randomize`."""
+        return self.views[self._view_index]
 
     def randomize(self, data: Any | None = None) -> None:
         """Draw the view index and the angle (radians) with ``self.R``."""

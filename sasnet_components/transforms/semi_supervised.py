@@ -104,7 +104,13 @@ class RandCropWithLocationd(Randomizable, MapTransform):
         self.location_key, self.shape_key, self.id_key = location_key, shape_key, id_key
         self._start: tuple[int, ...] = ()
 
+    @property
+    def start(self) -> tuple[int, ...]:
+        """The crop start drawn by the last :meth:`randomize`, `S` ints."""
+        return self._start
+
     def randomize(self, shape: Sequence[int]) -> None:
+        """Draw a crop start uniformly from every position where `roi_size` fits in `shape`."""
         self._start = tuple(int(self.R.randint(0, s - r + 1)) for s, r in zip(shape, self.roi_size))
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -69,6 +69,42 @@ def as_bool(value: Any, name: str = "value") -> bool:
     raise InvalidInputError(f"`{name}` must be true or false (also yes/no, on/off, 1/0), got {value!r}.")
 
 
+def device_flag(value: Any, device: Union[str, torch.device], name: str = "value") -> bool:
+    """A boolean option that may be ``auto``: on for an accelerator `device` (not ``cpu``), off on the CPU.
+
+    Args:
+        value: ``auto`` or anything :func:`as_bool` takes.
+        device: the run's device.
+        name: the option's name, for the error message.
+
+    Raises:
+        ValueError: `value` is neither ``auto`` nor a boolean spelling.
+    """
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return torch.device(device).type != "cpu"
+    try:
+        return as_bool(value, name)
+    except InvalidInputError:
+        raise InvalidInputError(f"`{name}` must be auto, true or false, got {value!r}.") from None
+
+
+def bool_or_option(value: Any, options: Sequence[str], name: str = "value") -> Union[bool, str]:
+    """An option that is off (``false``), on (``true``) or one of `options`, e.g. ``--compile reduce-overhead``.
+
+    Returns:
+        ``False``, ``True`` or the option string.
+
+    Raises:
+        ValueError: any other value (names the option and what it accepts).
+    """
+    if isinstance(value, str) and value.strip().lower() in options:
+        return value.strip().lower()
+    try:
+        return as_bool(value, name)
+    except InvalidInputError:
+        raise InvalidInputError(f"`{name}` must be true, false or one of {list(options)}, got {value!r}.") from None
+
+
 def raw_config(id: str) -> Any:
     """The content of config item `id` as written, not parsed, in the bundle being run.
 

@@ -54,7 +54,7 @@ def _train(dataset_dir: str, out: Path, **extra) -> dict:
             {
                 "labeled": [bool(f) for f in batch["labeled"]],
                 "views": [[int(a) for a in v] for v in batch["view"]],
-                "output": {k: (v.item() if k == "loss" else v) for k, v in output.items() if k.startswith("loss") or k == "gamma"},
+                "output": {k: float(v) for k, v in output.items() if k.startswith("loss") or k == "gamma"},
             }
         )
 

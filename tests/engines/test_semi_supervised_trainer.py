@@ -114,7 +114,10 @@ def test_two_epochs_outputs_losses_and_memory():
     assert counts == {name: 4 for name in ("FORWARD_COMPLETED", "LOSS_COMPLETED", "BACKWARD_COMPLETED", "MODEL_COMPLETED")}
     for out in outputs:
         assert {"image", "label", "pred", "loss", "loss_seg", "loss_plc", "loss_src", "gamma"} <= set(out)
-        assert all(isinstance(out[k], float) and math.isfinite(out[k]) for k in ("loss_seg", "loss_plc", "loss_src", "gamma"))
+        # loss terms stay detached 0-dim tensors on the device (read when logged), gamma is a float
+        for key in ("loss_seg", "loss_plc", "loss_src"):
+            assert out[key].shape == () and not out[key].requires_grad and math.isfinite(float(out[key]))
+        assert isinstance(out["gamma"], float)
         assert tuple(out["pred"].shape) == (4, 2, SIZE, SIZE, SIZE)
     # gamma(i) = 0.5 * exp(-5 (1 - i/4)^2) for iterations i = 1..4 (interval 1, length 4):
     # 0.5 * exp(-2.8125), 0.5 * exp(-1.25), 0.5 * exp(-0.3125), 0.5
@@ -123,7 +126,7 @@ def test_two_epochs_outputs_losses_and_memory():
     assert [out["gamma"] for out in outputs] == [0.5 * sigmoid_rampup(i, 4) for i in range(1, 5)]
     last = trainer.state.output
     assert float(last["loss"]) == pytest.approx(
-        0.5 * last["loss_seg"] + last["gamma"] * (last["loss_plc"] + last["loss_src"]), abs=1e-5
+        0.5 * float(last["loss_seg"]) + last["gamma"] * (float(last["loss_plc"]) + float(last["loss_src"])), abs=1e-5
     )
     # the network was trained
     after = trainer.network.state_dict()
@@ -289,14 +292,68 @@ def test_grad_scaler_state_round_trips():
     assert resumed.scaler.get_scale() == 512.0 and resumed.state.iteration == 0
 
 
-def test_amp_iteration_runs_and_updates_weights():
-    # on CPU autocast uses bfloat16 and MONAI's grad scaler disables itself; on CUDA the same path runs float16
-    trainer = _trainer([_batch(0), _batch(1)], max_epochs=1, amp=True)
+@pytest.mark.parametrize("amp_dtype", ["bfloat16", "float16"])
+def test_amp_iteration_runs_in_the_autocast_type(amp_dtype):
+    # the network runs in amp_dtype (autocast works on CPU too); bfloat16 has no grad scaler, float16 MONAI's
+    # (which disables itself without CUDA); the losses take float32 probabilities
+    trainer = _trainer([_batch(0), _batch(1)], max_epochs=1, amp=True, amp_dtype=amp_dtype)
     before = [p.detach().clone() for p in trainer.network.parameters()]
-    outputs = _record(trainer)
+    forward, outputs = _forward_record(trainer), _record(trainer)
     trainer.run()
-    assert len(outputs) == 2 and all(torch.isfinite(torch.as_tensor(o["loss"])) for o in outputs)
+    assert (trainer.scaler is None) == (amp_dtype == "bfloat16")
+    assert all(t.dtype == getattr(torch, amp_dtype) for t in forward[0])
+    assert len(outputs) == 2 and all(o["loss"].dtype == torch.float32 and torch.isfinite(o["loss"]) for o in outputs)
     assert any(not torch.equal(b, p) for b, p in zip(before, trainer.network.parameters()))
+    assert "grad_scaler" not in trainer.state_dict()  # none, or disabled without CUDA
+
+
+def test_bfloat16_loss_is_the_float32_loss_within_its_precision():
+    # same weights, same batch, same dropout draws: bfloat16 keeps 8 bits of mantissa (relative error ~ 2^-8
+    # per operation), so the first loss agrees with float32's to a few per cent, not to float32's precision
+    losses = {}
+    for amp in (False, True):
+        trainer = _trainer([_batch(0)], max_epochs=1, epoch_length=1, amp=amp, amp_dtype="bfloat16")
+        outputs = _record(trainer)
+        torch.manual_seed(3)
+        trainer.run()
+        losses[amp] = float(outputs[0]["loss"])
+    assert losses[True] == pytest.approx(losses[False], rel=0.05) and losses[True] != losses[False]
+
+
+def test_channels_last_gives_the_same_training_within_float_tolerance():
+    # One iteration without dropout and without SRC. Dropout masks are drawn in memory order, so a
+    # channels-last network drops other voxels than a contiguous one (the same distribution, not the same
+    # draws); SRC's target thresholds the ensemble at 0.5, so a rounding difference can flip a voxel of it.
+    # Both are legitimate differences of a run, not of the arithmetic this test checks.
+    weights = {}
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        net = DualBranchVNet(n_filters=2, dropout=0.0)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+        trainer = _trainer(
+            [_batch(0)], 1, 1, channels_last=channels_last, network=net, optimizer=optimizer, use_src=False
+        )
+        torch.manual_seed(3)
+        trainer.run()
+        weights[channels_last] = [p.detach() for p in trainer.network.parameters()]
+        if channels_last:
+            conv = next(p for p in trainer.network.parameters() if p.ndim == 5 and p.shape[1] > 1)
+            assert conv.is_contiguous(memory_format=torch.channels_last_3d)
+    for a, b in zip(weights[False], weights[True]):
+        assert (a - b).abs().max() <= 1e-5, (a - b).abs().max()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"amp_dtype": "float64"}, "amp_dtype"),
+        ({"channels_last": "yes"}, "channels_last"),
+        ({"compile": "fastest"}, "compile"),
+    ],
+)
+def test_speed_options_are_checked(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _trainer([_batch(0)], **kwargs)
 
 
 # ---------------------------------------------------------------------- ablations
@@ -326,7 +383,8 @@ def test_without_plc_the_term_is_absent_and_the_loss_is_seg_and_src():
     seg = SegLoss()(seg_low[:2], seg_high[:2], batch["label"][:2])
     src = SRCLoss()(reg_low, reg_high, ensemble_to_sdm(_plain_mean(seg_low, seg_high)))
     gamma = sigmoid_rampup(1, 4)  # iteration 1, interval 1, length 4, consistency 1
-    assert out["loss_seg"] == pytest.approx(seg.item(), rel=1e-6) and out["loss_src"] == pytest.approx(src.item(), rel=1e-6)
+    assert float(out["loss_seg"]) == pytest.approx(seg.item(), rel=1e-6)
+    assert float(out["loss_src"]) == pytest.approx(src.item(), rel=1e-6)
     assert out["loss"].item() == pytest.approx(0.5 * seg.item() + gamma * src.item(), rel=1e-6)
     assert torch.allclose(out["pred"], _plain_mean(seg_low, seg_high))  # SAR off: the plain mean
     assert trainer.sar_fusion.memory == {}
