@@ -529,3 +529,34 @@ def test_labeled_samples_apart_in_the_batch_fuse_as_alone():
         torch.testing.assert_close(fused[i : i + 1], expected, atol=0, rtol=0)
         torch.testing.assert_close(together.memory[case], alone.memory[case], atol=0, rtol=0)
     torch.testing.assert_close(fused[1], 0.5 * (low[1] + high[1]), atol=0, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["paper", "running"])
+def test_unchecked_fusion_does_not_synchronise_on_cuda(mode):
+    torch.manual_seed(4)
+    low = torch.softmax(torch.randn(3, 2, 1, 2, 2), dim=1).cuda()
+    high = torch.softmax(torch.randn(3, 2, 1, 2, 2), dim=1).cuda()
+    label = torch.randint(0, 2, (3, 1, 1, 2, 2)).cuda()
+    args = (
+        torch.tensor([True, False, True]),
+        label,
+        ["a", "u", "b"],
+        torch.zeros(3, 3, dtype=torch.long),
+        torch.tensor([IDENTITY] * 3),
+        torch.tensor([CASE_SHAPE] * 3),
+    )
+    sar = SARFusion(mode=mode, dtype="uint8", check_labels=False)
+    on_cpu = SARFusion(mode=mode, dtype="uint8")
+    cpu_args = (args[0], label.cpu(), *args[2:])
+    sar.fuse(low, high, *args)  # allocates the memory
+    on_cpu.fuse(low.cpu(), high.cpu(), *cpu_args)
+    sar.epoch_completed(), on_cpu.epoch_completed()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = sar.fuse(low, high, *args)
+        sar.epoch_completed()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.device == low.device and sar.memory["a"].device == low.device
+    torch.testing.assert_close(out.cpu(), on_cpu.fuse(low.cpu(), high.cpu(), *cpu_args), atol=1e-6, rtol=0)
