@@ -10,7 +10,9 @@ uint8 memory holds a confidence ``c`` in [0, 1] as the code ``floor(255 * c + 0.
 up) and reads it back as ``code / 255`` in float32, so a written value is read within ``1 / 510``
 (about 0.00196) of the confidence; e.g. 0.3 is stored as 77 and read as 77 / 255 = 0.30196. The
 initial 0.5 is stored as 128 and reads as 128 / 255 = 0.50196 (0.5 + 1 / 510), within the same
-bound: no special code is reserved for it. uint8 takes half the bytes of float16.
+bound: no special code is reserved for it. In ``"running"`` mode the average ``(old + new) / 2`` is
+taken in float32 and rounded once when stored; an earlier rounding error halves at each average,
+so the memory stays within 2 / 510 = 1 / 255 of a float32 one. uint8 takes half the bytes of float16.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ class SARFusion:
 
     The memory holds, per labeled case and per branch (low, high), a confidence map over the whole
     case volume (the grid the training crops are drawn from, padding included), initialised to
-    0.5. Patches are random crops seen in a view (an axis permutation, see ``RandFourierRotated``),
-    so every read and write goes through the crop location and the view of its patch.
+    0.5 (uint8 storage: 128 / 255). Patches are random crops seen in a view (an axis permutation,
+    see ``RandFourierRotated``), so every read and write goes through the crop location and the
+    view of its patch.
 
     For a labeled sample with probabilities ``P_low``, ``P_high`` and memory weights ``Cbar``:
 
@@ -100,9 +103,9 @@ class SARFusion:
     ``CheckpointLoader`` does), so put the handler in ``CheckpointSaver``'s ``save_dict``. The memory
     takes 2 bytes (float16; 1 with uint8, 4 with float32) per voxel of every labeled case, times 2
     branches, times 3 epochs in ``"paper"`` mode: most of a training checkpoint (LA, float16: 475 of
-    565 MB). With ``checkpoint_memory=False`` the state
-    leaves it out; a handler loading such a state starts its memory afresh (0.5 everywhere) and logs
-    a warning: the resumed run does not continue as the saved one would have.
+    565 MB). With ``checkpoint_memory=False`` the state leaves it out; a handler loading such a
+    state starts its memory afresh (0.5 everywhere) and logs a warning: the resumed run does not
+    continue as the saved one would have.
 
     Args:
         alpha: residual coefficient in [0, 1] (paper: 0.5).
@@ -290,7 +293,8 @@ class SARFusion:
             if update:
                 self._write(case, regions, perms[i], confidence[row])
         weight = torch.stack(weights).to(prob_low.dtype)  # (L, 2, *spatial)
-        fused = torch.softmax((1 + self.alpha * weight[:, :1]) * low + (1 + self.alpha * weight[:, 1:]) * high, dim=1)
+        scaled = (1 + self.alpha * weight[:, :1]) * low + (1 + self.alpha * weight[:, 1:]) * high
+        fused = torch.softmax(scaled, dim=1)
         if len(indices) == batch:
             return fused
         rows = {i: row for row, i in enumerate(indices)}

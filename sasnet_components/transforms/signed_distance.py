@@ -333,7 +333,9 @@ def _sdm_cupy(fg: torch.Tensor, edt: Callable[..., Any]) -> torch.Tensor:
         return _sdm_from_edt(fg, edt, cupy.from_dlpack)
 
 
-def _sdm_from_edt(fg: torch.Tensor, edt: Callable[..., Any], from_dlpack: Callable[[torch.Tensor], Any]) -> torch.Tensor:
+def _sdm_from_edt(
+    fg: torch.Tensor, edt: Callable[..., Any], from_dlpack: Callable[[torch.Tensor], Any]
+) -> torch.Tensor:
     """SDM of a bool batch ``(B, *spatial)`` from a per-array distance transform.
 
     The batch is not handed to ``edt`` as one array: its first axis would count as a spatial axis
@@ -342,14 +344,15 @@ def _sdm_from_edt(fg: torch.Tensor, edt: Callable[..., Any], from_dlpack: Callab
 
     Args:
         fg: bool masks ``(B, *spatial)``.
-        edt: ``distance_transform_edt``-like: distance of each non-zero element of an array to the
-            nearest zero element (float64, same shape); any values when there is no zero.
+        edt: ``distance_transform_edt``-like, called as ``edt(array, float64_distances=True)``:
+            distance of each non-zero element of an array to the nearest zero element (float64,
+            same shape); any values when there is no zero.
         from_dlpack: the array library's ``from_dlpack``, to hand ``fg``'s memory to ``edt``
             without a copy. The results come back through ``torch.from_dlpack``.
     """
     codes = from_dlpack(fg.to(torch.uint8).contiguous())  # 1 inside, 0 outside
     posdis, negdis = [], []
     for sample in codes:
-        posdis.append(torch.from_dlpack(edt(sample)))
-        negdis.append(torch.from_dlpack(edt(1 - sample)))
+        posdis.append(torch.from_dlpack(edt(sample, float64_distances=True)))
+        negdis.append(torch.from_dlpack(edt(1 - sample, float64_distances=True)))
     return _normalise(fg, posdis=torch.stack(posdis), negdis=torch.stack(negdis))

@@ -510,7 +510,8 @@ def test_unchecked_labels_give_the_same_fusion():
     prob_high = _probs(HIGH_1).reshape(1, 2, 1, 2, 2)
     checked, unchecked = SARFusion(), SARFusion(check_labels=False)
     for _ in range(2):
-        torch.testing.assert_close(_fuse(unchecked, prob_low, prob_high), _fuse(checked, prob_low, prob_high), atol=0, rtol=0)
+        expected = _fuse(checked, prob_low, prob_high)
+        torch.testing.assert_close(_fuse(unchecked, prob_low, prob_high), expected, atol=0, rtol=0)
         checked.epoch_completed(), unchecked.epoch_completed()
     with pytest.raises(ValueError, match=r"`check_labels` must be True or False, got 1"):
         SARFusion(check_labels=1)
@@ -522,7 +523,9 @@ def test_labeled_samples_apart_in_the_batch_fuse_as_alone():
     high = torch.softmax(torch.randn(3, 2, 1, 2, 2), dim=1)
     label = torch.randint(0, 2, (3, 1, 1, 2, 2))
     together = SARFusion(dtype="float32")
-    fused = together.fuse(low, high, [True, False, True], label, ["a", "u", "c"], [[0, 0, 0]] * 3, [IDENTITY] * 3, [CASE_SHAPE] * 3)
+    fused = together.fuse(
+        low, high, [True, False, True], label, ["a", "u", "c"], [[0, 0, 0]] * 3, [IDENTITY] * 3, [CASE_SHAPE] * 3
+    )
     for i, case in ((0, "a"), (2, "c")):
         alone = SARFusion(dtype="float32")
         expected = _fuse(alone, low[i : i + 1], high[i : i + 1], label=label[i : i + 1], case=case)

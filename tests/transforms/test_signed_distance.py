@@ -214,9 +214,9 @@ def test_errors():
 HAS_CUDA_CUPY = torch.cuda.is_available() and importlib.util.find_spec("cupy") is not None
 
 
-def _scipy_edt(array: np.ndarray) -> np.ndarray:
+def _scipy_edt(array: np.ndarray, float64_distances: bool = False) -> np.ndarray:
     """A stand-in for ``cupyx.scipy.ndimage.distance_transform_edt`` on NumPy arrays (CPU)."""
-    assert array.dtype == np.uint8 and array.ndim in (2, 3)  # one sample at a time, 0/1 codes
+    assert array.dtype == np.uint8 and array.ndim in (2, 3) and float64_distances  # one sample, 0/1 codes
     return ndimage.distance_transform_edt(array)
 
 
