@@ -563,3 +563,20 @@ def test_unchecked_fusion_does_not_synchronise_on_cuda(mode):
         torch.cuda.set_sync_debug_mode("default")
     assert out.device == low.device and sar.memory["a"].device == low.device
     torch.testing.assert_close(out.cpu(), on_cpu.fuse(low.cpu(), high.cpu(), *cpu_args), atol=1e-6, rtol=0)
+
+
+def test_uint8_running_memory_stays_within_two_half_steps_of_float32():
+    """Each stored average adds at most 1 / 510 and halves the earlier error: at most 2 / 510 = 1 / 255."""
+    torch.manual_seed(5)
+    shape = (1, 32, 32)
+    handlers = {name: SARFusion(mode="running", dtype=name) for name in ("uint8", "float32")}
+    label = torch.ones(1, 1, *shape, dtype=torch.long)
+    worst = 0.0
+    for _ in range(50):
+        fg = torch.rand(shape)
+        prob = torch.stack([1 - fg, fg]).unsqueeze(0)
+        for sar in handlers.values():
+            sar.fuse(prob, prob, [True], label, ["a"], [[0, 0, 0]], [IDENTITY], [list(shape)])
+        error = handlers["uint8"].memory["a"].float() / 255 - handlers["float32"].memory["a"]
+        worst = max(worst, error.abs().max().item())
+    assert QUANT < worst <= 2 * QUANT + 1e-6
