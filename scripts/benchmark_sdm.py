@@ -8,9 +8,13 @@ ellipsoidal lobes, in a 112 x 112 x 80 patch by default):
 (b) ``signed_distance_map(..., backend="scipy")`` on CPU,
 (c) ``signed_distance_map(..., backend="torch")`` on CPU,
 (d) ``signed_distance_map(..., backend="torch")`` on CUDA, when a GPU is available,
+(e) ``signed_distance_map(..., backend="cupy")`` on CUDA, when a GPU and CuPy (>= 13, with
+    ``cupyx.scipy.ndimage``) are available,
 
 and prints the median seconds per batch, the speed-ups over (a) and the largest absolute
-difference from (a).
+difference from (a); with (e) also the largest absolute differences of the CuPy backend from
+the torch backend on CUDA and from the SciPy backend. Methods that cannot run are reported as
+skipped, with the reason.
 
 Usage:
     python scripts/benchmark_sdm.py --batch 4 --shape 112 112 80 --repeats 5 --seed 0
@@ -19,6 +23,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
 import time
 from typing import Callable
@@ -120,6 +125,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
     else:
         print("(d) ours, backend torch (CUDA): skipped, no CUDA device")
+    cupy_missing = _cupy_missing()
+    if torch.cuda.is_available() and cupy_missing is None:
+        methods["(e) ours, backend cupy (CUDA)"] = (
+            lambda: signed_distance_map(masks_cuda, "cupy"),
+            torch.cuda.synchronize,
+        )
+    else:
+        reasons = ([] if torch.cuda.is_available() else ["no CUDA device"]) + ([cupy_missing] if cupy_missing else [])
+        print(f"(e) ours, backend cupy (CUDA): skipped, {' and '.join(reasons)}")
 
     expected = reference()
     results: dict[str, float] = {}
@@ -129,7 +143,21 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         results[name] = seconds
         speedup = results["(a) reference loop (numpy/scipy/skimage)"] / seconds
         print(f"{name:44s} median {seconds:8.4f} s   speed-up vs (a) {speedup:6.2f}x   max |diff| {diff:.2e}")
+    if "(e) ours, backend cupy (CUDA)" in methods:
+        cupy_out = signed_distance_map(masks_cuda, "cupy")
+        vs_torch = (cupy_out - signed_distance_map(masks_cuda, "torch")).abs().max().item()
+        vs_scipy = (cupy_out.cpu() - signed_distance_map(masks, "scipy")).abs().max().item()
+        print(f"max |cupy - torch| (CUDA) {vs_torch:.2e}   max |cupy - scipy| {vs_scipy:.2e}")
     return results
+
+
+def _cupy_missing() -> str | None:
+    """Why the CuPy backend cannot be imported, or ``None`` when it can."""
+    try:
+        importlib.import_module("cupyx.scipy.ndimage")
+    except ImportError as error:
+        return f"no CuPy with cupyx.scipy.ndimage ({error})"
+    return None
 
 
 if __name__ == "__main__":

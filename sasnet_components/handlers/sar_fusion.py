@@ -4,6 +4,15 @@ Paper section 3.2. For labeled samples the two decoders' probabilities are rewei
 confidence on the previous epochs and fused with a softmax (Eq. 4-6); the confidence of a branch
 on a voxel is the probability it gives the true class (Eq. 7-8). Unlabeled samples average the
 two probabilities.
+
+Storage types of the memory (``dtype``): ``"float16"`` (default), ``"float32"`` or ``"uint8"``. A
+uint8 memory holds a confidence ``c`` in [0, 1] as the code ``floor(255 * c + 0.5)`` (rounding half
+up) and reads it back as ``code / 255`` in float32, so a written value is read within ``1 / 510``
+(about 0.00196) of the confidence; e.g. 0.3 is stored as 77 and read as 77 / 255 = 0.30196. The
+initial 0.5 is stored as 128 and reads as 128 / 255 = 0.50196 (0.5 + 1 / 510), within the same
+bound: no special code is reserved for it. In ``"running"`` mode the average ``(old + new) / 2`` is
+taken in float32 and rounded once when stored; an earlier rounding error halves at each average,
+so the memory stays within 2 / 510 = 1 / 255 of a float32 one. uint8 takes half the bytes of float16.
 """
 
 from __future__ import annotations
@@ -21,7 +30,9 @@ __all__ = ["SARFusion"]
 logger = logging.getLogger(__name__)
 
 _MODES = ("paper", "running")
-_DTYPES = {"float16": torch.float16, "float32": torch.float32}
+_DTYPES = {"float16": torch.float16, "float32": torch.float32, "uint8": torch.uint8}
+# uint8 memory: confidence c in [0, 1] <-> code round(c * _UINT8_SCALE)
+_UINT8_SCALE = 255
 # paper mode: slots of the per-case memory
 _CURRENT, _PREVIOUS, _BEFORE_PREVIOUS = 0, 1, 2
 
@@ -33,13 +44,39 @@ def _as_int_rows(value: Union[torch.Tensor, Sequence], name: str, batch: int, nd
     return rows
 
 
+def _decode(stored: torch.Tensor) -> torch.Tensor:
+    """Confidences held in `stored` (any shape, float or uint8 codes) as a new float32 tensor on its device."""
+    if stored.dtype == torch.uint8:
+        return stored.to(torch.float32).div_(_UINT8_SCALE)
+    if not stored.is_floating_point():
+        raise InvalidInputError(f"a SAR memory must be float or uint8, got dtype {stored.dtype}.")
+    return stored.to(torch.float32, copy=True)
+
+
+def _encode(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Confidences `values` in [0, 1] (any shape) in the storage type `dtype`; uint8: ``floor(255 * c + 0.5)``."""
+    if dtype == torch.uint8:
+        codes = values.to(torch.float32) * _UINT8_SCALE + 0.5
+        return codes.floor_().clamp_(0, _UINT8_SCALE).to(torch.uint8)
+    return values.to(dtype)
+
+
+def _take(value: torch.Tensor, indices: List[int]) -> torch.Tensor:
+    """Samples `indices` (ascending) of `value` `(B, ...)`: a view for a run of consecutive samples, else
+    a stack of per-sample views; no index tensor is copied to `value`'s device."""
+    if indices == list(range(indices[0], indices[-1] + 1)):
+        return value[indices[0] : indices[-1] + 1]
+    return torch.stack([value[i] for i in indices])
+
+
 class SARFusion:
     """Confidence memory and fusion of Scale-aware Adaptive Reweight (paper Eq. 4-8), an Ignite handler.
 
     The memory holds, per labeled case and per branch (low, high), a confidence map over the whole
     case volume (the grid the training crops are drawn from, padding included), initialised to
-    0.5. Patches are random crops seen in a view (an axis permutation, see ``RandFourierRotated``),
-    so every read and write goes through the crop location and the view of its patch.
+    0.5 (uint8 storage: 128 / 255). Patches are random crops seen in a view (an axis permutation,
+    see ``RandFourierRotated``), so every read and write goes through the crop location and the
+    view of its patch.
 
     For a labeled sample with probabilities ``P_low``, ``P_high`` and memory weights ``Cbar``:
 
@@ -64,20 +101,29 @@ class SARFusion:
     The whole memory round-trips through :meth:`state_dict` / :meth:`load_state_dict`, which use
     only tensors, numbers and strings (loadable with ``torch.load(weights_only=True)`` as MONAI's
     ``CheckpointLoader`` does), so put the handler in ``CheckpointSaver``'s ``save_dict``. The memory
-    takes 2 bytes (float16) per voxel of every labeled case, times 2 branches, times 3 epochs in
-    ``"paper"`` mode: most of a training checkpoint. With ``checkpoint_memory=False`` the state
-    leaves it out; a handler loading such a state starts its memory afresh (0.5 everywhere) and logs
-    a warning: the resumed run does not continue as the saved one would have.
+    takes 2 bytes (float16; 1 with uint8, 4 with float32) per voxel of every labeled case, times 2
+    branches, times 3 epochs in ``"paper"`` mode: most of a training checkpoint (LA, float16: 475 of
+    565 MB). With ``checkpoint_memory=False`` the state leaves it out; a handler loading such a
+    state starts its memory afresh (0.5 everywhere) and logs a warning: the resumed run does not
+    continue as the saved one would have.
 
     Args:
         alpha: residual coefficient in [0, 1] (paper: 0.5).
         mode: ``"paper"`` or ``"running"``.
-        dtype: storage type of the memory, ``"float16"`` (compact, default) or ``"float32"``.
+        dtype: storage type of the memory, ``"float16"`` (compact, default), ``"float32"`` or
+            ``"uint8"`` (half the bytes of float16, confidences within 1 / 510; see the module
+            docstring). Reads are converted to float32 on the memory's device. A state saved with
+            another storage type is converted on :meth:`load_state_dict`.
         checkpoint_memory: whether :meth:`state_dict` holds the memory (default) or only the mode,
             alpha, dtype and epoch count (a resume from it is not exact).
         enabled: ``False`` switches SAR off (the "w/o SAR" ablation of the paper's Table 6): :meth:`fuse`
             returns the plain mean ``0.5 * (P_low + P_high)`` for every sample and never reads or writes
             the memory, which stays empty.
+        check_labels: check in :meth:`fuse` that the labels of labeled samples lie in [0, C) (default).
+            The check reads a device value, a host-device synchronisation per iteration on an
+            accelerator; ``False`` skips it, for callers that validated the labels once (e.g. a
+            device-resident loader that checks them when caching). Out-of-range labels are then not
+            reported clearly (a failed index, a device-side assert on CUDA).
 
     Example::
 
@@ -95,6 +141,7 @@ class SARFusion:
         dtype: str = "float16",
         checkpoint_memory: bool = True,
         enabled: bool = True,
+        check_labels: bool = True,
     ) -> None:
         if not 0.0 <= float(alpha) <= 1.0:
             raise InvalidInputError(f"`alpha` must be in [0, 1], got {alpha!r}.")
@@ -105,6 +152,9 @@ class SARFusion:
         if not isinstance(enabled, bool):
             raise InvalidInputError(f"SARFusion's `enabled` must be True or False, got {enabled!r}.")
         self.enabled = enabled
+        if not isinstance(check_labels, bool):
+            raise InvalidInputError(f"SARFusion's `check_labels` must be True or False, got {check_labels!r}.")
+        self.check_labels = check_labels
         self.epoch = 0
         self.memory: Dict[str, torch.Tensor] = {}  # case id -> paper: (3, 2, *case); running: (2, *case)
         self.seen: Dict[str, torch.Tensor] = {}  # running mode: case id -> bool (*case)
@@ -186,8 +236,17 @@ class SARFusion:
             is not `enabled`: ``0.5 * (prob_low + prob_high)`` for every sample, the memory untouched.
 
         Raises:
-            ValueError: on mismatched shapes, label values outside [0, C), a crop outside its case,
-                a view that is not a permutation, or a case seen with two different shapes.
+            ValueError: on mismatched shapes, label values outside [0, C) (unless `check_labels` is
+                False), a crop outside its case, a view that is not a permutation, or a case seen with
+                two different shapes.
+
+        Note:
+            On an accelerator, with `labeled`, `crop_starts`, `views` and `case_shapes` given as Python
+            sequences or CPU tensors, the only host-device synchronisation of this method is the label
+            check (skipped with ``check_labels=False``): everything else the host needs comes from
+            those CPU values. A `labeled` (or crop, view, shape) tensor on the accelerator is read
+            back to the host, one synchronisation each. The first use of a case allocates its memory
+            on the device of `prob_low`.
         """
         if prob_low.shape != prob_high.shape or prob_low.ndim < 3:
             raise ValueError(
@@ -198,10 +257,9 @@ class SARFusion:
         labeled_mask = torch.as_tensor(labeled, dtype=torch.bool, device=torch.device("cpu")).reshape(-1)
         if labeled_mask.numel() != batch:
             raise ValueError(f"`labeled` must hold {batch} flags (one per sample), got {labeled_mask.numel()}.")
-        ensemble = 0.5 * (prob_low + prob_high)
         indices = labeled_mask.nonzero().reshape(-1).tolist()
         if not indices or not self.enabled:
-            return ensemble
+            return 0.5 * (prob_low + prob_high)
         if label is None or case_ids is None or crop_starts is None or views is None or case_shapes is None:
             raise ValueError("labeled samples need `label`, `case_ids`, `crop_starts`, `views` and `case_shapes`.")
         if tuple(label.shape) != (batch, 1, *spatial):
@@ -213,17 +271,19 @@ class SARFusion:
         perms = _as_int_rows(views, "views", batch, ndim)
         shapes = _as_int_rows(case_shapes, "case_shapes", batch, ndim)
 
-        lab = label[indices].long()
-        bad = lab[(lab < 0) | (lab >= n_classes)]
-        if bad.numel():
-            raise ValueError(
-                f"`label` of labeled samples must hold class indices in [0, {n_classes}), "
-                f"got values {sorted(set(bad.unique().tolist()))[:5]}."
-            )
+        # Samples are taken by Python integers (views, stacked): indexing a device tensor with a list
+        # would copy the index to the device, a blocking copy that waits for the device.
+        low, high = _take(prob_low, indices), _take(prob_high, indices)
+        lab = _take(label, indices).long()
+        if self.check_labels:
+            out_of_range = (lab < 0) | (lab >= n_classes)
+            if bool(out_of_range.any()):  # the one host-device synchronisation of fuse
+                raise ValueError(
+                    f"`label` of labeled samples must hold class indices in [0, {n_classes}), "
+                    f"got values {sorted(set(lab[out_of_range].unique().tolist()))[:5]}."
+                )
         with torch.no_grad():
-            confidence = torch.stack(
-                [prob_low[indices].gather(1, lab), prob_high[indices].gather(1, lab)], dim=1
-            )[:, :, 0]  # (L, 2, *spatial)
+            confidence = torch.stack([low.gather(1, lab), high.gather(1, lab)], dim=1)[:, :, 0]  # (L, 2, *spatial)
 
         weights = []
         for row, i in enumerate(indices):
@@ -233,10 +293,14 @@ class SARFusion:
             if update:
                 self._write(case, regions, perms[i], confidence[row])
         weight = torch.stack(weights).to(prob_low.dtype)  # (L, 2, *spatial)
-        scaled = (1 + self.alpha * weight[:, :1]) * prob_low[indices] + (1 + self.alpha * weight[:, 1:]) * prob_high[indices]
-        ensemble = ensemble.clone()
-        ensemble[indices] = torch.softmax(scaled, dim=1)
-        return ensemble
+        scaled = (1 + self.alpha * weight[:, :1]) * low + (1 + self.alpha * weight[:, 1:]) * high
+        fused = torch.softmax(scaled, dim=1)
+        if len(indices) == batch:
+            return fused
+        rows = {i: row for row, i in enumerate(indices)}
+        return torch.stack(
+            [fused[rows[i]] if i in rows else 0.5 * (prob_low[i] + prob_high[i]) for i in range(batch)]
+        )
 
     # ------------------------------------------------------------------ memory access
     def _regions(self, case: str, start: List[int], perm: List[int], case_shape: List[int], spatial, device):
@@ -256,7 +320,9 @@ class SARFusion:
         memory = self.memory.get(case)
         if memory is None:
             leading = (3, 2) if self.mode == "paper" else (2,)
-            self.memory[case] = torch.full((*leading, *case_shape), 0.5, dtype=_DTYPES[self.dtype_name], device=device)
+            dtype = _DTYPES[self.dtype_name]
+            initial = 128 if dtype == torch.uint8 else 0.5  # uint8: reads as 128 / 255 = 0.5 + 1 / 510
+            self.memory[case] = torch.full((*leading, *case_shape), initial, dtype=dtype, device=device)
             if self.mode == "running":
                 self.seen[case] = torch.zeros(case_shape, dtype=torch.bool, device=device)
             return
@@ -273,9 +339,10 @@ class SARFusion:
         """Memory weight `Cbar` of both branches in patch space, `(2, *patch)` float32."""
         memory = self.memory[case]
         if self.mode == "paper":
-            crop = (memory[_PREVIOUS][(slice(None), *regions)].float() + memory[_BEFORE_PREVIOUS][(slice(None), *regions)].float()) / 2
-        else:  # a copy: the write that follows must not change the weights already read
-            crop = memory[(slice(None), *regions)].to(torch.float32, copy=True)
+            previous = _decode(memory[_PREVIOUS][(slice(None), *regions)])
+            crop = previous.add_(_decode(memory[_BEFORE_PREVIOUS][(slice(None), *regions)])).div_(2)
+        else:  # _decode copies: the write that follows must not change the weights already read
+            crop = _decode(memory[(slice(None), *regions)])
         return apply_view(crop, perm)
 
     def _write(self, case: str, regions, perm: List[int], confidence: torch.Tensor) -> None:
@@ -283,11 +350,13 @@ class SARFusion:
         crop = apply_view(confidence, perm, inverse=True)
         memory = self.memory[case]
         if self.mode == "paper":
-            memory[_CURRENT][(slice(None), *regions)] = crop.to(memory.dtype)
+            memory[_CURRENT][(slice(None), *regions)] = _encode(crop, memory.dtype)
             return
         seen = self.seen[case][regions]
-        old = memory[(slice(None), *regions)].float()
-        memory[(slice(None), *regions)] = torch.where(seen, (old + crop.float()) / 2, crop.float()).to(memory.dtype)
+        old = _decode(memory[(slice(None), *regions)])
+        new = crop.float()
+        # averaged in float32, rounded once when stored
+        memory[(slice(None), *regions)] = _encode(torch.where(seen, (old + new) / 2, new), memory.dtype)
         self.seen[case][regions] = True
 
     # ------------------------------------------------------------------ state
@@ -309,9 +378,15 @@ class SARFusion:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore a memory written by :meth:`state_dict`.
 
+        A memory saved with another storage type (``dtype``) is converted to this handler's: decoded to
+        float32 (uint8 codes divided by 255), then stored as this handler's type (uint8: rounded to
+        the nearest code, so within 1 / 510 of the saved value; float16: within float16 rounding).
+        The storage type of each saved tensor decides how it is decoded.
+
         Raises:
             KeyError: when an entry is missing.
-            ValueError: when the saved mode differs from this handler's mode.
+            ValueError: when the saved mode differs from this handler's mode, or a saved memory is
+                neither float nor uint8.
         """
         missing = [k for k in ("mode", "epoch", "memory", "seen") if k not in state_dict]
         if missing:
@@ -334,5 +409,11 @@ class SARFusion:
                 self.epoch,
             )
         dtype = _DTYPES[self.dtype_name]
-        self.memory = {str(case): m.to(dtype).clone() for case, m in state_dict["memory"].items()}
+        memory = {}
+        for case, saved in state_dict["memory"].items():
+            memory[str(case)] = saved.clone() if saved.dtype == dtype else _encode(_decode(saved), dtype)
+        converted = {str(m.dtype).replace("torch.", "") for m in state_dict["memory"].values()} - {self.dtype_name}
+        if converted:
+            logger.info("the SAR memory was saved as %s, converted to %s", sorted(converted), self.dtype_name)
+        self.memory = memory
         self.seen = {str(case): s.to(torch.bool).clone() for case, s in state_dict["seen"].items()}

@@ -35,7 +35,8 @@ def ensemble_to_sdm(ensemble_prob: torch.Tensor, backend: str = "auto") -> torch
 
     Args:
         ensemble_prob: ensemble class probabilities ``(B, C, H, W[, D])`` in [0, 1], ``C >= 2``.
-        backend: distance transform backend, ``"auto"``, ``"scipy"`` or ``"torch"`` (see
+        backend: distance transform backend, one of ``SDM_BACKENDS``: ``"auto"``, ``"scipy"``,
+            ``"torch"`` or ``"cupy"`` (CUDA tensors, needs CuPy; see
             :func:`~sasnet_components.transforms.signed_distance.signed_distance_map`).
 
     Returns:
@@ -44,7 +45,9 @@ def ensemble_to_sdm(ensemble_prob: torch.Tensor, backend: str = "auto") -> torch
 
     Raises:
         TypeError: ``ensemble_prob`` is not a tensor.
-        ValueError: fewer than 3 dims or fewer than 2 channels; unknown ``backend``.
+        ValueError: fewer than 3 dims or fewer than 2 channels; unknown ``backend``; backend
+            ``"cupy"`` with a tensor that is not on CUDA.
+        ImportError: backend ``"cupy"`` without CuPy.
     """
     if not isinstance(ensemble_prob, torch.Tensor):
         raise TypeError(f"`ensemble_prob` must be a torch.Tensor, got {type(ensemble_prob).__name__}.")

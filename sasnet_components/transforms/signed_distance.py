@@ -5,19 +5,28 @@ ensemble prediction is binarised, and every voxel gets its Euclidean distance to
 surface, normalised per sample to [0, 1] separately outside and inside, positive outside,
 negative inside and 0 on the inner boundary of the object.
 
-Two exact implementations are offered:
+Three exact implementations are offered:
 
 - ``"scipy"``: ``scipy.ndimage.distance_transform_edt`` per sample, the samples of a batch run in
   a thread pool (SciPy releases the GIL), the inner distance computed on the object's bounding
   box only. For CPU tensors.
 - ``"torch"``: a separable exact squared Euclidean distance transform written with torch
   operations, so that a CUDA tensor never leaves the GPU. Runs on any device.
+- ``"cupy"``: ``cupyx.scipy.ndimage.distance_transform_edt`` (CuPy >= 13, parallel banding
+  algorithm) per sample on a CUDA tensor, exchanged with CuPy through DLPack without copies and
+  without host synchronisation in this module. CUDA tensors with 2 or 3 spatial dims only.
+
+``"auto"`` takes ``"scipy"`` for CPU tensors and ``"torch"`` otherwise; whether ``"cupy"`` is
+faster than ``"torch"`` on a GPU is measured by ``scripts/benchmark_sdm.py`` (it times both and
+prints their largest difference), so choose it explicitly where it is.
 """
 
 from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -27,7 +36,7 @@ from sasnet_components.utils.errors import InvalidInputError
 
 __all__ = ["signed_distance_map", "SDM_BACKENDS"]
 
-SDM_BACKENDS = ("auto", "scipy", "torch")
+SDM_BACKENDS = ("auto", "scipy", "torch", "cupy")
 
 # Largest temporary tensor (in elements) built by one step of the torch lower envelope: 4 Mi
 # elements (16 MiB in float32) on CPU, where small cache-friendly blocks run ~2.5x faster than
@@ -70,9 +79,10 @@ def signed_distance_map(mask: torch.Tensor, backend: str = "auto") -> torch.Tens
             dims is accepted), dtype bool or numbers in {0, 1} (int or float).
         backend: ``"scipy"`` (CPU, SciPy per sample in a thread pool; a CUDA mask is copied to
             the host and back), ``"torch"`` (exact separable distance transform with torch
-            operations on the mask's device, no host round trip of the data) or ``"auto"``:
-            ``"scipy"`` for CPU tensors, ``"torch"`` otherwise. Both backends give the same
-            values up to float32 rounding (~1e-7).
+            operations on the mask's device, no host round trip of the data), ``"cupy"`` (CuPy's
+            GPU distance transform on a CUDA mask with 2 or 3 spatial dims, needs CuPy >= 13) or
+            ``"auto"``: ``"scipy"`` for CPU tensors, ``"torch"`` otherwise. All backends give the
+            same values up to float32 rounding (~1e-7).
 
     Returns:
         float32 tensor of the same shape as ``mask``, on ``mask``'s device, signed distances in
@@ -81,7 +91,9 @@ def signed_distance_map(mask: torch.Tensor, backend: str = "auto") -> torch.Tens
     Raises:
         TypeError: ``mask`` is not a torch tensor, or has a complex dtype.
         ValueError: ``mask`` has fewer than 3 dims, holds values other than 0 and 1, or
-            ``backend`` is not one of ``SDM_BACKENDS``.
+            ``backend`` is not one of ``SDM_BACKENDS``; backend ``"cupy"`` with a mask that is not
+            on a CUDA device or has more than 3 spatial dims.
+        ImportError: backend ``"cupy"`` and CuPy (with ``cupyx.scipy.ndimage``) cannot be imported.
 
     Example:
         >>> mask = torch.zeros(1, 1, 1, 9, dtype=torch.bool)
@@ -94,11 +106,14 @@ def signed_distance_map(mask: torch.Tensor, backend: str = "auto") -> torch.Tens
     fg = _as_bool_mask(mask)
     if backend == "auto":
         backend = "scipy" if fg.device.type == "cpu" else "torch"
+    edt = _cupy_edt(fg) if backend == "cupy" else None
     if fg.numel() == 0:
         return torch.zeros(fg.shape, dtype=torch.float32, device=fg.device)
     with torch.no_grad():
         if backend == "scipy":
             return _sdm_scipy(fg.cpu()).to(fg.device)
+        if backend == "cupy":
+            return _sdm_cupy(fg, edt)
         return _sdm_torch(fg)
 
 
@@ -189,20 +204,34 @@ def _bounding_box(fg: np.ndarray, margin: int) -> tuple[slice, ...]:
 def _sdm_torch(fg: torch.Tensor) -> torch.Tensor:
     """SDM of a bool batch ``(B, *spatial)`` with torch operations on its device."""
     batch = fg.shape[0]
-    spatial_dims = tuple(range(1, fg.ndim))
     # One transform for both: distance to the nearest background (inside) and to the nearest
     # foreground (outside).
-    sq = _squared_edt_torch(torch.cat([~fg, fg]))
-    pos_sq, neg_sq = sq[:batch], sq[batch:]
-    posdis, negdis = pos_sq.sqrt(), neg_sq.sqrt()
-    # Empty / full samples hold inf here (no target voxel); they are replaced by zeros below.
-    sdm = negdis / negdis.amax(dim=spatial_dims, keepdim=True) - posdis / posdis.amax(
-        dim=spatial_dims, keepdim=True
-    )
-    sdm = sdm.masked_fill(pos_sq == 1, 0.0)
+    sq = _squared_edt_torch(torch.cat([~fg, fg])).sqrt()
+    # Empty / full samples hold inf here (no target voxel); _normalise gives them zeros.
+    return _normalise(fg, posdis=sq[:batch], negdis=sq[batch:])
+
+
+def _normalise(fg: torch.Tensor, posdis: torch.Tensor, negdis: torch.Tensor) -> torch.Tensor:
+    """The SDM of ``fg`` ``(B, *spatial)`` from its inner and outer distance transforms.
+
+    Args:
+        fg: bool masks ``(B, *spatial)``.
+        posdis: distance of each foreground voxel to the nearest background voxel (0 outside),
+            ``(B, *spatial)``, float; any values (inf, nan) in samples that are empty or full.
+        negdis: distance of each background voxel to the nearest foreground voxel (0 inside),
+            same shape and dtype.
+
+    Returns:
+        float32 ``(B, *spatial)``: ``negdis / max(negdis) - posdis / max(posdis)`` per sample, 0
+        where ``posdis == 1`` (inner boundary) and everywhere in empty or full samples. No value
+        is read on the host.
+    """
+    spatial_dims = tuple(range(1, fg.ndim))
+    sdm = negdis / negdis.amax(dim=spatial_dims, keepdim=True) - posdis / posdis.amax(dim=spatial_dims, keepdim=True)
+    sdm = sdm.masked_fill(posdis == 1, 0.0)
     valid = fg.any(dim=spatial_dims) & ~fg.all(dim=spatial_dims)
-    valid = valid.view((batch,) + (1,) * len(spatial_dims))
-    return torch.where(valid, sdm, torch.zeros((), dtype=sdm.dtype, device=sdm.device)).float()
+    valid = valid.view((fg.shape[0],) + (1,) * len(spatial_dims))
+    return torch.where(valid, sdm, 0.0).float()
 
 
 def _squared_edt_torch(features: torch.Tensor) -> torch.Tensor:
@@ -239,9 +268,9 @@ def _squared_distance_1d(features: torch.Tensor, dim: int, dtype: torch.dtype) -
     shape = [1] * features.ndim
     shape[dim] = n
     index = torch.arange(n, dtype=dtype, device=features.device).view(shape)
-    inf = torch.tensor(float("inf"), dtype=dtype, device=features.device)
-    left = torch.where(features, index, -inf).cummax(dim).values
-    right = torch.where(features, index, inf).flip(dim).cummin(dim).values.flip(dim)
+    # Python scalars, not tensors built on the host: a host-to-device copy would wait for the device.
+    left = torch.where(features, index, float("-inf")).cummax(dim).values
+    right = torch.where(features, index, float("inf")).flip(dim).cummin(dim).values.flip(dim)
     return torch.minimum(index - left, right - index).square()
 
 
@@ -262,3 +291,68 @@ def _lower_envelope(g: torch.Tensor, dim: int) -> torch.Tensor:
         for xlo in range(0, n, x_chunk):
             out[lo : lo + line_chunk, xlo : xlo + x_chunk] = (block + cost[xlo : xlo + x_chunk]).amin(-1)
     return out.reshape(moved.shape).movedim(-1, dim)
+
+
+# ----------------------------------------------------------------------------------------------
+# CuPy backend
+# ----------------------------------------------------------------------------------------------
+
+
+def _cupy_edt(fg: torch.Tensor) -> Callable[..., Any]:
+    """``cupyx.scipy.ndimage.distance_transform_edt`` after checking that it can run on ``fg``."""
+    try:
+        from cupyx.scipy.ndimage import distance_transform_edt
+    except ImportError as error:
+        raise ImportError(
+            "signed_distance_map backend 'cupy' needs CuPy >= 13 with cupyx.scipy.ndimage "
+            "(pip install cupy-cuda12x or cupy-cuda13x, matching the CUDA version of torch), "
+            f"which could not be imported ({error}); or use backend 'torch', which runs on any device."
+        ) from error
+    if fg.ndim not in (3, 4):
+        raise InvalidInputError(
+            "signed_distance_map backend 'cupy' supports masks (B, H, W) or (B, H, W, D) (CuPy's distance "
+            f"transform is 2D or 3D), got shape {tuple(fg.shape)}; use backend 'torch' for it."
+        )
+    if fg.device.type != "cuda":
+        raise InvalidInputError(
+            f"signed_distance_map backend 'cupy' needs a CUDA tensor, got a mask on {fg.device}; "
+            "use backend 'scipy' or 'torch' (or 'auto') for it."
+        )
+    return distance_transform_edt
+
+
+def _sdm_cupy(fg: torch.Tensor, edt: Callable[..., Any]) -> torch.Tensor:
+    """SDM of a CUDA bool batch ``(B, *spatial)`` with CuPy's distance transform on torch's stream."""
+    import cupy
+
+    stream = torch.cuda.current_stream(fg.device)
+    # CuPy runs on torch's current stream, so the work is ordered without host synchronisation;
+    # the legacy default stream (0) is CuPy's own default.
+    in_stream = cupy.cuda.ExternalStream(stream.cuda_stream) if stream.cuda_stream else nullcontext()
+    with cupy.cuda.Device(fg.device.index), in_stream:
+        return _sdm_from_edt(fg, edt, cupy.from_dlpack)
+
+
+def _sdm_from_edt(
+    fg: torch.Tensor, edt: Callable[..., Any], from_dlpack: Callable[[torch.Tensor], Any]
+) -> torch.Tensor:
+    """SDM of a bool batch ``(B, *spatial)`` from a per-array distance transform.
+
+    The batch is not handed to ``edt`` as one array: its first axis would count as a spatial axis
+    and distances would cross between samples (and CuPy's transform is 2D/3D only). Each sample
+    runs alone; no value is read on the host, so the loop only queues work on the device.
+
+    Args:
+        fg: bool masks ``(B, *spatial)``.
+        edt: ``distance_transform_edt``-like, called as ``edt(array, float64_distances=True)``:
+            distance of each non-zero element of an array to the nearest zero element (float64,
+            same shape); any values when there is no zero.
+        from_dlpack: the array library's ``from_dlpack``, to hand ``fg``'s memory to ``edt``
+            without a copy. The results come back through ``torch.from_dlpack``.
+    """
+    codes = from_dlpack(fg.to(torch.uint8).contiguous())  # 1 inside, 0 outside
+    posdis, negdis = [], []
+    for sample in codes:
+        posdis.append(torch.from_dlpack(edt(sample, float64_distances=True)))
+        negdis.append(torch.from_dlpack(edt(1 - sample, float64_distances=True)))
+    return _normalise(fg, posdis=torch.stack(posdis), negdis=torch.stack(negdis))

@@ -341,3 +341,242 @@ def test_loading_the_state_of_a_handler_switched_otherwise_warns(caplog):
 def test_enabled_must_be_a_bool():
     with pytest.raises(ValueError, match=r"`enabled` must be True or False, got 'yes'"):
         SARFusion(enabled="yes")
+
+
+# ---------------------------------------------------------------------- uint8 memory
+QUANT = 1 / 510  # largest error of a uint8 code, half a step of 1 / 255
+
+
+def _fg_ones(foreground, shape=(1, 2, 2)):
+    """Probabilities `(1, 2, *shape)` and an all-foreground label: the confidence is the foreground probability."""
+    prob = _probs(foreground).reshape(1, 2, *shape)
+    return prob, torch.ones(1, 1, *shape, dtype=torch.long)
+
+
+def test_uint8_hand_values_paper_mode():
+    sar = SARFusion(alpha=0.5, mode="paper", dtype="uint8")
+    fg = [0.3, 0.0, 1.0, 0.5]
+    prob, label = _fg_ones(fg)
+    fused = _fuse(sar, prob, prob, label=label)
+    # a fresh memory holds 128, read as 128 / 255 = 0.5 + 1 / 510
+    assert sar.memory["a"].dtype == torch.uint8
+    assert sar.memory["a"][1:].unique().tolist() == [128]
+    assert 128 / 255 - 0.5 == pytest.approx(QUANT)
+    expected = [_fg_fused(p, p, 128 / 255, 128 / 255) for p in fg]
+    assert fused[0, 1].flatten().tolist() == pytest.approx(expected, abs=1e-6)
+    # 0.3 -> round(76.5) = 77 (half up), 0 -> 0, 1 -> 255, 0.5 -> round(127.5) = 128
+    assert sar.memory["a"][0, 0].flatten().tolist() == [77, 0, 255, 128]
+    assert sar.memory["a"][0, 1].flatten().tolist() == [77, 0, 255, 128]
+    sar.epoch_completed()
+    # epoch 2: Cbar = (C_{i-1} + C_{i-2}) / 2 = (code / 255 + 128 / 255) / 2, e.g. 0.3 -> (77 + 128) / 510 = 0.40196
+    captured = {}
+    original = sar._read
+    sar._read = lambda *args: captured.setdefault("w", original(*args))
+    flat, flat_label = _fg_ones([0.5] * 4)
+    _fuse(sar, flat, flat, label=flat_label)
+    weight = captured["w"]
+    assert weight.dtype == torch.float32
+    expected = [(c + 128) / 510 for c in (77, 0, 255, 128)]
+    assert weight[0].flatten().tolist() == pytest.approx(expected, abs=1e-7)
+    assert weight[0, 0, 0, 0].item() == pytest.approx(0.40196, abs=1e-5)
+
+
+def test_uint8_running_mode_rounds_after_averaging():
+    sar = SARFusion(mode="running", dtype="uint8")
+    prob, label = _fg_ones([0.3] * 4)
+    _fuse(sar, prob, prob, label=label)  # first sight: M = code(0.3) = 77
+    assert sar.memory["a"].flatten().tolist() == [77] * 8
+    prob, label = _fg_ones([1.0] * 4)
+    _fuse(sar, prob, prob, label=label)  # M = code((77 / 255 + 1) / 2) = code(166 / 255) = 166
+    assert sar.memory["a"].flatten().tolist() == [166] * 8
+
+
+@pytest.mark.parametrize("mode", ["paper", "running"])
+def test_uint8_quantisation_error_is_at_most_half_a_step(mode):
+    torch.manual_seed(0)
+    shape = (1, 64, 64)
+    fg = torch.rand(shape)
+    fg.view(-1)[:4] = torch.tensor([0.0, 1.0, 0.5, 0.3])
+    sar = SARFusion(mode=mode, dtype="uint8")
+    prob = torch.stack([1 - fg, fg]).unsqueeze(0)
+    label = torch.ones(1, 1, *shape, dtype=torch.long)
+    sar.fuse(prob, prob, [True], label, ["q"], [[0, 0, 0]], [IDENTITY], [list(shape)])
+    stored = sar.memory["q"][0, 0] if mode == "paper" else sar.memory["q"][0]
+    error = (stored.float() / 255 - fg).abs().max().item()
+    assert error <= QUANT + 1e-7
+    assert error > 0.99 * QUANT  # 4096 random values reach the bound
+
+
+def test_uint8_fusion_is_close_to_float32_fusion():
+    """Random probabilities over three epochs: the weights differ by at most 1 / 510, so every logit
+    ``(1 + alpha * w) * p`` by at most alpha / 510 and the fused probabilities by less than that."""
+    torch.manual_seed(1)
+    case_shape = [6, 5, 4]
+    handlers = {name: SARFusion(alpha=0.5, mode="paper", dtype=name) for name in ("uint8", "float32")}
+    worst = 0.0
+    for _ in range(3):
+        low = torch.softmax(torch.randn(2, 3, 3, 5, 4), dim=1)
+        high = torch.softmax(torch.randn(2, 3, 3, 5, 4), dim=1)
+        label = torch.randint(0, 3, (2, 1, 3, 5, 4))
+        args = ([True, True], label, ["a", "b"], [[0, 0, 0], [3, 0, 0]], [IDENTITY] * 2, [case_shape] * 2)
+        fused = {name: sar.fuse(low, high, *args) for name, sar in handlers.items()}
+        worst = max(worst, (fused["uint8"] - fused["float32"]).abs().max().item())
+        for sar in handlers.values():
+            sar.epoch_completed()
+    assert 0 < worst <= 0.5 / 510
+
+
+def test_uint8_memory_takes_half_the_bytes_of_float16():
+    sizes = {}
+    for name in ("float16", "uint8"):
+        sar = SARFusion(mode="paper", dtype=name)
+        _fuse(sar, _probs(LOW_1).reshape(1, 2, 1, 2, 2), _probs(HIGH_1).reshape(1, 2, 1, 2, 2))
+        memory = sar.memory["a"]
+        assert memory.shape == (3, 2, *CASE_SHAPE)
+        sizes[name] = memory.numel() * memory.element_size()
+    assert sizes == {"float16": 48, "uint8": 24}
+
+
+def test_uint8_state_dict_round_trip_and_conversion(caplog):
+    torch.manual_seed(2)
+    prob = torch.softmax(torch.randn(1, 2, 1, 2, 2), dim=1)
+    saved = {}
+    for name in ("uint8", "float16"):
+        sar = SARFusion(mode="paper", dtype=name)
+        _fuse(sar, prob, prob)
+        sar.epoch_completed()
+        state = torch.load(_saved(sar.state_dict()), weights_only=True)
+        assert state["dtype"] == name and state["memory"]["a"].dtype == _DTYPE[name]
+        saved[name] = (sar, state)
+
+    # same storage type: exact
+    restored = SARFusion(mode="paper", dtype="uint8")
+    restored.load_state_dict(saved["uint8"][1])
+    assert torch.equal(restored.memory["a"], saved["uint8"][0].memory["a"])
+
+    # float16 -> uint8 and uint8 -> float16: converted, values within the quantisation error
+    with caplog.at_level("INFO", logger="sasnet_components.handlers.sar_fusion"):
+        to_uint8 = SARFusion(mode="paper", dtype="uint8")
+        to_uint8.load_state_dict(saved["float16"][1])
+    assert "saved as ['float16'], converted to uint8" in caplog.text
+    f16 = saved["float16"][0].memory["a"].float()
+    assert to_uint8.memory["a"].dtype == torch.uint8
+    assert (to_uint8.memory["a"].float() / 255 - f16).abs().max().item() <= QUANT + 1e-6
+    to_float16 = SARFusion(mode="paper", dtype="float16")
+    to_float16.load_state_dict(saved["uint8"][1])
+    codes = saved["uint8"][0].memory["a"].float() / 255
+    assert to_float16.memory["a"].dtype == torch.float16
+    torch.testing.assert_close(to_float16.memory["a"].float(), codes, atol=2.5e-4, rtol=0)  # float16 rounding
+    # the fusions of the converted memories agree with the originals within the quantisation error
+    low, high = _probs([0.3] * 4).reshape(1, 2, 1, 2, 2), _probs([0.6] * 4).reshape(1, 2, 1, 2, 2)
+    torch.testing.assert_close(_fuse(to_uint8, low, high), _fuse(saved["float16"][0], low, high), atol=QUANT, rtol=0)
+
+
+_DTYPE = {"uint8": torch.uint8, "float16": torch.float16, "float32": torch.float32}
+
+
+def test_dtype_must_be_known():
+    with pytest.raises(ValueError, match=r"`dtype` must be one of \['float16', 'float32', 'uint8'\], got 'int8'"):
+        SARFusion(dtype="int8")
+
+
+# ---------------------------------------------------------------------- host-device synchronisation
+def test_unchecked_labels_read_no_device_value():
+    """On the meta device any read of a value (``.item()``, ``bool()``, ``.tolist()``, boolean indexing)
+    fails: with ``check_labels=False`` and CPU crop starts, views and shapes, fuse reads none."""
+    prob = _probs(LOW_1).reshape(1, 2, 1, 2, 2).repeat(3, 1, 1, 1, 1)
+    label = LABEL.repeat(3, 1, 1, 1, 1)
+    args = (
+        torch.tensor([True, False, True]),
+        label.to("meta"),
+        ["a", "u", "b"],
+        torch.zeros(3, 3, dtype=torch.long),
+        torch.tensor([IDENTITY] * 3),
+        torch.tensor([CASE_SHAPE] * 3),
+    )
+    for mode in ("paper", "running"):
+        sar = SARFusion(mode=mode, dtype="uint8", check_labels=False)
+        for _ in range(2):
+            out = sar.fuse(prob.to("meta"), prob.to("meta"), *args)
+            sar.epoch_completed()
+        assert out.shape == prob.shape and out.device.type == "meta"
+        assert sar.memory["a"].device.type == "meta" and "u" not in sar.memory
+    with pytest.raises((RuntimeError, NotImplementedError)):  # the check reads the device
+        SARFusion(check_labels=True).fuse(prob.to("meta"), prob.to("meta"), *args)
+
+
+def test_unchecked_labels_give_the_same_fusion():
+    prob_low = _probs(LOW_1).reshape(1, 2, 1, 2, 2)
+    prob_high = _probs(HIGH_1).reshape(1, 2, 1, 2, 2)
+    checked, unchecked = SARFusion(), SARFusion(check_labels=False)
+    for _ in range(2):
+        expected = _fuse(checked, prob_low, prob_high)
+        torch.testing.assert_close(_fuse(unchecked, prob_low, prob_high), expected, atol=0, rtol=0)
+        checked.epoch_completed(), unchecked.epoch_completed()
+    with pytest.raises(ValueError, match=r"`check_labels` must be True or False, got 1"):
+        SARFusion(check_labels=1)
+
+
+def test_labeled_samples_apart_in_the_batch_fuse_as_alone():
+    torch.manual_seed(3)
+    low = torch.softmax(torch.randn(3, 2, 1, 2, 2), dim=1)
+    high = torch.softmax(torch.randn(3, 2, 1, 2, 2), dim=1)
+    label = torch.randint(0, 2, (3, 1, 1, 2, 2))
+    together = SARFusion(dtype="float32")
+    fused = together.fuse(
+        low, high, [True, False, True], label, ["a", "u", "c"], [[0, 0, 0]] * 3, [IDENTITY] * 3, [CASE_SHAPE] * 3
+    )
+    for i, case in ((0, "a"), (2, "c")):
+        alone = SARFusion(dtype="float32")
+        expected = _fuse(alone, low[i : i + 1], high[i : i + 1], label=label[i : i + 1], case=case)
+        torch.testing.assert_close(fused[i : i + 1], expected, atol=0, rtol=0)
+        torch.testing.assert_close(together.memory[case], alone.memory[case], atol=0, rtol=0)
+    torch.testing.assert_close(fused[1], 0.5 * (low[1] + high[1]), atol=0, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("mode", ["paper", "running"])
+def test_unchecked_fusion_does_not_synchronise_on_cuda(mode):
+    torch.manual_seed(4)
+    low = torch.softmax(torch.randn(3, 2, 1, 2, 2), dim=1).cuda()
+    high = torch.softmax(torch.randn(3, 2, 1, 2, 2), dim=1).cuda()
+    label = torch.randint(0, 2, (3, 1, 1, 2, 2)).cuda()
+    args = (
+        torch.tensor([True, False, True]),
+        label,
+        ["a", "u", "b"],
+        torch.zeros(3, 3, dtype=torch.long),
+        torch.tensor([IDENTITY] * 3),
+        torch.tensor([CASE_SHAPE] * 3),
+    )
+    sar = SARFusion(mode=mode, dtype="uint8", check_labels=False)
+    on_cpu = SARFusion(mode=mode, dtype="uint8")
+    cpu_args = (args[0], label.cpu(), *args[2:])
+    sar.fuse(low, high, *args)  # allocates the memory
+    on_cpu.fuse(low.cpu(), high.cpu(), *cpu_args)
+    sar.epoch_completed(), on_cpu.epoch_completed()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = sar.fuse(low, high, *args)
+        sar.epoch_completed()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.device == low.device and sar.memory["a"].device == low.device
+    torch.testing.assert_close(out.cpu(), on_cpu.fuse(low.cpu(), high.cpu(), *cpu_args), atol=1e-6, rtol=0)
+
+
+def test_uint8_running_memory_stays_within_two_half_steps_of_float32():
+    """Each stored average adds at most 1 / 510 and halves the earlier error: at most 2 / 510 = 1 / 255."""
+    torch.manual_seed(5)
+    shape = (1, 32, 32)
+    handlers = {name: SARFusion(mode="running", dtype=name) for name in ("uint8", "float32")}
+    label = torch.ones(1, 1, *shape, dtype=torch.long)
+    worst = 0.0
+    for _ in range(50):
+        fg = torch.rand(shape)
+        prob = torch.stack([1 - fg, fg]).unsqueeze(0)
+        for sar in handlers.values():
+            sar.fuse(prob, prob, [True], label, ["a"], [[0, 0, 0]], [IDENTITY], [list(shape)])
+        error = handlers["uint8"].memory["a"].float() / 255 - handlers["float32"].memory["a"]
+        worst = max(worst, error.abs().max().item())
+    assert QUANT < worst <= 2 * QUANT + 1e-6

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+import types
 
 import numpy as np
 import pytest
@@ -201,7 +204,83 @@ def test_errors():
         signed_distance_map(torch.tensor([[[0.0, 0.5], [1.0, 2.0]]]))
     with pytest.raises(ValueError, match=r"unexpected values \[-1\]"):
         signed_distance_map(torch.tensor([[[0, -1], [1, 1]]]))
-    with pytest.raises(ValueError, match=r"`backend` must be one of \('auto', 'scipy', 'torch'\), got 'cuda'"):
+    with pytest.raises(ValueError, match=r"`backend` must be one of \('auto', 'scipy', 'torch', 'cupy'\), got 'cuda'"):
         signed_distance_map(torch.zeros(1, 4, 4), backend="cuda")
     with pytest.raises(TypeError, match="`mask` must be a torch.Tensor, got ndarray"):
         signed_distance_map(np.zeros((1, 4, 4)))
+
+
+# ---------------------------------------------------------------------- CuPy backend
+HAS_CUDA_CUPY = torch.cuda.is_available() and importlib.util.find_spec("cupy") is not None
+
+
+def _scipy_edt(array: np.ndarray, float64_distances: bool = False) -> np.ndarray:
+    """A stand-in for ``cupyx.scipy.ndimage.distance_transform_edt`` on NumPy arrays (CPU)."""
+    assert array.dtype == np.uint8 and array.ndim in (2, 3) and float64_distances  # one sample, 0/1 codes
+    return ndimage.distance_transform_edt(array)
+
+
+@pytest.mark.parametrize("seed, kind, shape, level", RANDOM_CASES)
+def test_cupy_path_logic_with_scipy_edt_on_cpu(seed, kind, shape, level):
+    """The CuPy backend's code around the transform (per-sample calls, DLPack hand-over, normalisation,
+    inner boundary, empty and full samples) run with NumPy arrays and SciPy's transform."""
+    rng = np.random.default_rng(seed)
+    masks = random_blobs(rng, shape, level) if kind == "blobs" else random_ellipsoids(rng, shape)
+    masks = np.concatenate([masks, np.zeros_like(masks[:1]), np.ones_like(masks[:1])])  # + empty, full
+    out = sd_module._sdm_from_edt(torch.from_numpy(masks), _scipy_edt, np.from_dlpack)
+    assert out.dtype == torch.float32 and out.shape == masks.shape
+    np.testing.assert_allclose(out.numpy(), reference_sdm(masks), atol=1e-6, rtol=0)
+    assert not out[-2:].any()
+
+
+def _fake_cupyx(monkeypatch) -> None:
+    ndimage_module = types.ModuleType("cupyx.scipy.ndimage")
+    ndimage_module.distance_transform_edt = _scipy_edt
+    monkeypatch.setitem(sys.modules, "cupyx", types.ModuleType("cupyx"))
+    monkeypatch.setitem(sys.modules, "cupyx.scipy", types.ModuleType("cupyx.scipy"))
+    monkeypatch.setitem(sys.modules, "cupyx.scipy.ndimage", ndimage_module)
+
+
+def test_cupy_backend_errors(monkeypatch):
+    mask = torch.zeros(1, 4, 4, dtype=torch.bool)
+    monkeypatch.setitem(sys.modules, "cupyx", None)  # CuPy not installed
+    with pytest.raises(ImportError, match=r"backend 'cupy' needs CuPy >= 13.*pip install cupy-cuda12x or cupy-cuda13x"):
+        signed_distance_map(mask, backend="cupy")
+    _fake_cupyx(monkeypatch)
+    with pytest.raises(ValueError, match=r"backend 'cupy' needs a CUDA tensor, got a mask on cpu; use backend 'scipy'"):
+        signed_distance_map(mask, backend="cupy")
+    with pytest.raises(ValueError, match=r"supports masks \(B, H, W\) or \(B, H, W, D\).*got shape \(1, 2, 2, 2, 2\)"):
+        signed_distance_map(torch.zeros(1, 2, 2, 2, 2, dtype=torch.bool), backend="cupy")
+
+
+@pytest.mark.skipif(not HAS_CUDA_CUPY, reason="needs a CUDA device and CuPy")
+@pytest.mark.parametrize("seed, kind, shape, level", RANDOM_CASES)
+def test_cupy_matches_scipy_and_torch_on_cuda(seed, kind, shape, level):
+    rng = np.random.default_rng(seed)
+    masks = random_blobs(rng, shape, level) if kind == "blobs" else random_ellipsoids(rng, shape)
+    masks = np.concatenate([masks, np.zeros_like(masks[:1]), np.ones_like(masks[:1])])  # + empty, full
+    cuda = torch.from_numpy(masks).cuda()
+    out = signed_distance_map(cuda, backend="cupy")
+    assert out.device == cuda.device and out.dtype == torch.float32
+    np.testing.assert_allclose(out.cpu().numpy(), reference_sdm(masks), atol=1e-6, rtol=0)
+    torch.testing.assert_close(out, signed_distance_map(cuda, backend="torch"), atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_torch_backend_does_not_synchronise_on_cuda():
+    masks = torch.from_numpy(random_ellipsoids(np.random.default_rng(0), (2, 20, 18, 16))).cuda()
+    signed_distance_map(masks, backend="torch")  # warm-up
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        signed_distance_map(masks, backend="torch")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_ensemble_to_sdm_passes_the_cupy_backend_through(monkeypatch):
+    from sasnet_components.losses.src import ensemble_to_sdm
+
+    prob = torch.softmax(torch.randn(2, 2, 6, 5, 4), dim=1)
+    _fake_cupyx(monkeypatch)
+    with pytest.raises(ValueError, match=r"backend 'cupy' needs a CUDA tensor, got a mask on cpu"):
+        ensemble_to_sdm(prob, backend="cupy")
