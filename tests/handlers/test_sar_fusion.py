@@ -534,7 +534,7 @@ def test_labeled_samples_apart_in_the_batch_fuse_as_alone():
     torch.testing.assert_close(fused[1], 0.5 * (low[1] + high[1]), atol=0, rtol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize("mode", ["paper", "running"])
 def test_unchecked_fusion_does_not_synchronise_on_cuda(mode):
     torch.manual_seed(4)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 import types
@@ -211,7 +210,6 @@ def test_errors():
 
 
 # ---------------------------------------------------------------------- CuPy backend
-HAS_CUDA_CUPY = torch.cuda.is_available() and importlib.util.find_spec("cupy") is not None
 
 
 def _scipy_edt(array: np.ndarray, float64_distances: bool = False) -> np.ndarray:
@@ -253,7 +251,7 @@ def test_cupy_backend_errors(monkeypatch):
         signed_distance_map(torch.zeros(1, 2, 2, 2, 2, dtype=torch.bool), backend="cupy")
 
 
-@pytest.mark.skipif(not HAS_CUDA_CUPY, reason="needs a CUDA device and CuPy")
+@pytest.mark.cuda  # and CuPy: run by scripts/device_check.sh
 @pytest.mark.parametrize("seed, kind, shape, level", RANDOM_CASES)
 def test_cupy_matches_scipy_and_torch_on_cuda(seed, kind, shape, level):
     rng = np.random.default_rng(seed)
@@ -266,7 +264,7 @@ def test_cupy_matches_scipy_and_torch_on_cuda(seed, kind, shape, level):
     torch.testing.assert_close(out, signed_distance_map(cuda, backend="torch"), atol=1e-6, rtol=0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_torch_backend_does_not_synchronise_on_cuda():
     masks = torch.from_numpy(random_ellipsoids(np.random.default_rng(0), (2, 20, 18, 16))).cuda()
     signed_distance_map(masks, backend="torch")  # warm-up
