@@ -46,10 +46,12 @@ def _load_pack_module() -> types.ModuleType:
     """``sasnet_components.data.pack``, imported without the package ``__init__`` files (no torch / MONAI)."""
     if "sasnet_components" in sys.modules:  # already imported in full (tests, an installed package)
         return importlib.import_module("sasnet_components.data.pack")
-    spec = importlib.util.find_spec("sasnet_components")
-    root = Path(spec.submodule_search_locations[0]) if spec and spec.submodule_search_locations else None
-    if root is None:
-        root = REPO / "sasnet_components"
+    root = REPO / "sasnet_components"  # the checkout this script belongs to, before an installed copy
+    if not (root / "data" / "pack.py").is_file():
+        spec = importlib.util.find_spec("sasnet_components")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError(f"sasnet_components is neither in '{REPO}' nor installed.")
+        root = Path(spec.submodule_search_locations[0])
     for name, folder in (("sasnet_components", root), ("sasnet_components.utils", root / "utils"),
                          ("sasnet_components.data", root / "data")):
         stub = types.ModuleType(name)

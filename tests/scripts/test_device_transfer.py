@@ -22,8 +22,10 @@ BARE = (
 )
 
 
-def _run(args: list, bare: bool = False) -> subprocess.CompletedProcess:
+def _run(args: list, bare: bool = False, pythonpath: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    if not pythonpath:  # the script finds the package of its own checkout, before any installed copy
+        env.pop("PYTHONPATH")
     cmd = [sys.executable, "-c", BARE, str(SCRIPT)] if bare else [sys.executable, str(SCRIPT)]
     return subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, env=env, timeout=300)
 
@@ -72,3 +74,14 @@ def test_errors_end_with_the_message(prepared, tmp_path, bare):
     run = _run(["join", tmp_path / "missing.chunks.json", "--output_path", tmp_path / "x"], bare=bare)
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].startswith("device_transfer.py: error: chunk manifest")
+
+
+def test_split_join_without_pythonpath(tmp_path):
+    (tmp_path / "model.pt").write_bytes(os.urandom(3000))
+    args = [tmp_path / "model.pt", "--output_dir", tmp_path / "c", "--chunk_mib", "0.001"]
+    run = _run(["split", *args], pythonpath=False)
+    assert run.returncode == 0, run.stderr
+    assert len(list((tmp_path / "c").glob("model.pt.chunk0*"))) == 3
+    run = _run(["join", tmp_path / "c" / "model.pt.chunks.json", "--output_path", tmp_path / "j"], pythonpath=False)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "j").read_bytes() == (tmp_path / "model.pt").read_bytes()
