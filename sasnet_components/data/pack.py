@@ -365,6 +365,8 @@ def pack_dataset(
     if not cases:
         raise InvalidInputError(f"datalist '{root / datalist_name}' names no case; expected lists {list(_ROLES)}.")
     name = name or re.sub(r"[^a-z0-9_-]", "-", str(datalist.get("name", "dataset")).lower()) or "dataset"
+    if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", str(name)):
+        raise InvalidInputError(f"`name` must be a file name stem of letters, digits, '_', '-' and '.', got {name!r}.")
     out = Path(output_dir).expanduser().resolve()
     stem = re.escape(name)
     ours = re.compile(rf"{stem}\.manifest\.json|{stem}\.part\d+|\.sasnet-tmp\..*")
@@ -400,7 +402,12 @@ def pack_dataset(
         jobs = [pool.submit(_pack_case, root, cid, e, tolerance, filters, label_filters) for cid, e in cases.items()]
         offset = 0
         for job in jobs:
-            record, blob = job.result()
+            try:
+                record, blob = job.result()
+            except BaseException:
+                for other in jobs:  # stop at the first refused case, not after all the others
+                    other.cancel()
+                raise
             if len(blob) > limit:
                 raise InvalidInputError(
                     f"case {record['case_id']!r} compresses to {len(blob) / _MIB:.2f} MiB, more than "
@@ -483,8 +490,12 @@ def _output_path(rel: str, gzip: bool) -> str:
     return rel
 
 
-def _unpack_case(record: dict[str, Any], part_path: Path, out: Path, gzip: bool, done: dict[str, str]) -> dict:
-    """Write one case's files (skipping those already written with the recorded SHA-256); return their SHA-256."""
+def _unpack_case(record: dict[str, Any], part_path: Path, out: Path, gzip: bool, done: dict[str, Any]) -> dict:
+    """Write one case's files, skipping those an earlier run wrote from the same bytes and left intact.
+
+    Returns:
+        ``{relative path: {"source": SHA-256 of the case's packed bytes, "sha256": of the file}}``.
+    """
     import nibabel as nib
 
     written: dict[str, str] = {}
@@ -495,8 +506,14 @@ def _unpack_case(record: dict[str, Any], part_path: Path, out: Path, gzip: bool,
             continue
         rel = _output_path(info["path"], gzip)
         path = out / rel
-        if rel in done and path.is_file() and sha256_file(path) == done[rel]:
-            written[rel] = done[rel]
+        before = done.get(rel)
+        if (
+            isinstance(before, dict)
+            and before.get("source") == record["sha256"]
+            and path.is_file()
+            and sha256_file(path) == before.get("sha256")
+        ):
+            written[rel] = before
         else:
             todo.append((key, info, rel))
     if not todo:
@@ -519,7 +536,7 @@ def _unpack_case(record: dict[str, Any], part_path: Path, out: Path, gzip: bool,
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".nii.gz" if rel.endswith(".gz") else ".nii") as tmp:
             nib.save(img, str(tmp))
-            written[rel] = sha256_file(tmp)
+            written[rel] = {"source": record["sha256"], "sha256": sha256_file(tmp)}
     return written
 
 
@@ -605,7 +622,7 @@ def unpack_dataset(
         raise InvalidInputError(f"no case can be unpacked: every part is missing or corrupt ({reasons}).")
 
     # --- cases --------------------------------------------------------------------------------
-    done: dict[str, str] = {}
+    done: dict[str, Any] = {}
     if record_path.is_file():
         try:
             done = json.loads(record_path.read_text()).get("files", {})
@@ -613,11 +630,12 @@ def unpack_dataset(
             done = {}
     if not record_path.is_file():  # marks the folder as ours before any case is written
         _write_json({"manifest": str(manifest_path), "files": {}}, record_path)
-    files: dict[str, str] = {}
+    files: dict[str, Any] = {}
     with ThreadPoolExecutor(_workers(workers)) as pool:
         for result in pool.map(lambda r: _unpack_case(r, usable[r["part"]], out, gzip, done), present):
             files.update(result)
     _write_json({"manifest": str(manifest_path), "files": {**done, **files}}, record_path)
+    n_kept = sum(1 for rel, entry in files.items() if done.get(rel) is entry)
 
     # --- datalist -----------------------------------------------------------------------------
     ids = {r["case_id"] for r in present}
@@ -640,7 +658,7 @@ def unpack_dataset(
     logger.info(
         "unpacked %d of %d cases into '%s' in %.1f s (%d files written, %d verified and kept); "
         "unlabeled missing: %d of %d%s",
-        len(present), len(records), out, seconds, len(set(files) - set(done)), len(set(files) & set(done)),
+        len(present), len(records), out, seconds, len(files) - n_kept, n_kept,
         missing_unlabeled, n_unlabeled, _few(sorted(r["case_id"] for r in missing)) if missing else "",
     )
     return {

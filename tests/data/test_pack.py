@@ -227,6 +227,11 @@ def test_unpack_is_idempotent(grid_pack, tmp_path):
     unpack_dataset(grid_pack[0], out)
     assert image.stat().st_mtime_ns == before  # verified, kept
     assert nib.load(str(label)).shape == (12, 10, 8)  # rewritten
+    # another pack with the same file names: every file is rewritten from it
+    other = _grid_dataset(tmp_path / "other", seed=1)
+    pack_dataset(other, tmp_path / "other_pack")
+    unpack_dataset(tmp_path / "other_pack", out)
+    np.testing.assert_array_equal(_load(out / "labelsTr" / "C04.nii")[0], _load(other / "labelsTr" / "C04.nii.gz")[0])
 
 
 def test_output_folder_checks(grid_dir, grid_pack, tmp_path):
@@ -245,6 +250,8 @@ def test_output_folder_checks(grid_dir, grid_pack, tmp_path):
         pack_dataset(tmp_path / "foreign", tmp_path / "p")
     with pytest.raises(MissingInputError, match="no pack manifest"):
         unpack_dataset(foreign, tmp_path / "o")
+    with pytest.raises(InvalidInputError, match="`name` must be a file name stem"):
+        pack_dataset(grid_dir, tmp_path / "p", name="../la")
     # re-packing into its own earlier output is allowed
     pack_dataset(grid_dir, grid_pack[0])
 
