@@ -4,6 +4,7 @@ from .datalist import PROTOCOLS, evaluation_datalist, semi_supervised_datalists
 from .datastore import datastore_datalists
 from .device_loader import DeviceBatchLoader
 from .inference import SplitPredictiond, inference_datalist
+from .pack import decode_image, encode_image, join_file, pack_dataset, split_file, unpack_dataset
 from .samplers import SeededDataset, TwoStreamBatchSampler
 from .sliding_window import overlap_for_stride, paper_window_positions
 from .synthetic import make_synthetic_la
@@ -15,10 +16,16 @@ __all__ = [
     "SplitPredictiond",
     "TwoStreamBatchSampler",
     "datastore_datalists",
+    "decode_image",
+    "encode_image",
     "evaluation_datalist",
     "inference_datalist",
+    "join_file",
     "make_synthetic_la",
     "overlap_for_stride",
+    "pack_dataset",
     "paper_window_positions",
     "semi_supervised_datalists",
+    "split_file",
+    "unpack_dataset",
 ]
