@@ -62,15 +62,16 @@ class DeviceBatchLoader:
         batch_sampler: a ``TwoStreamBatchSampler`` with ``sample_seeds=True``; the trainer sets its
             epoch (``set_epoch``) when an epoch starts.
         device: the training device.
-        num_workers: threads that run `transform` while caching.
+        num_workers: threads that run `transform` while caching (0 or 1: one).
         progress: show a progress bar while caching.
         num_classes: check labeled cases' labels against ``[0, num_classes)``; None: no check.
         image_key, label_key, flag_key, id_key: item keys.
 
     Raises:
         TypeError: `batch_sampler` does not yield ``(index, seed)`` pairs.
-        ValueError: a random transform the device path cannot apply, items of different channel
-            or spatial rank, or a label value outside ``[0, num_classes)`` (names the case).
+        ValueError: a random transform the device path cannot apply, items of other channel counts or
+            spatial ranks than the first, a volume smaller than the patch, or a label value outside
+            ``[0, num_classes)`` (names the case).
 
     Example (bundle YAML)::
 
@@ -150,20 +151,25 @@ class DeviceBatchLoader:
 
     def _cache(self, data, transform, num_workers: int, progress: bool, num_classes: Optional[int]) -> None:
         k = self.keys
-        dataset = CacheDataset(list(data), transform=transform, cache_rate=1.0, num_workers=num_workers or None, progress=progress)
-        spatial_rank = None
+        dataset = CacheDataset(list(data), transform=transform, cache_rate=1.0, num_workers=max(1, num_workers), progress=progress)
+        roi, channels = self.crop.roi_size, None
         for i in range(len(dataset)):
             item = dataset[i]
             case = str(item.get(k["id"], f"item {i}"))
             image = torch.as_tensor(item[k["image"]]).as_subclass(torch.Tensor)
             label = torch.as_tensor(item[k["label"]]).as_subclass(torch.Tensor)
             labeled = bool(torch.as_tensor(item[k["flag"]]))
-            if spatial_rank is None:
-                spatial_rank = image.ndim - 1
-            if image.ndim - 1 != spatial_rank or label.shape[1:] != image.shape[1:] or label.shape[0] != 1:
+            channels = image.shape[0] if channels is None else channels
+            if image.ndim - 1 != len(roi) or image.shape[0] != channels or label.shape != (1, *image.shape[1:]):
                 raise InvalidInputError(
-                    f"case {case}: expected image (C, *spatial) with {spatial_rank} spatial dims and label (1, *spatial) "
-                    f"of the same spatial shape, got image {tuple(image.shape)} and label {tuple(label.shape)}."
+                    f"case {case}: expected an image ({channels}, *spatial) with {len(roi)} spatial dims and a label "
+                    f"(1, *spatial) of the same spatial shape, got image {tuple(image.shape)} and label {tuple(label.shape)}."
+                )
+            shape = tuple(image.shape[1:])
+            if any(r > s for r, s in zip(roi, shape)):
+                raise InvalidInputError(
+                    f"case {case}: patch size {roi} does not fit in the volume of spatial shape {shape}; "
+                    "use a smaller patch or pad the volume to at least the patch size first."
                 )
             if labeled and num_classes is not None:
                 low, high = int(label.min()), int(label.max())
@@ -202,11 +208,6 @@ class DeviceBatchLoader:
             for index, seed in batch:
                 start, view = self.draw(index, seed)
                 shape = tuple(self.images[index].shape[1:])
-                if len(shape) != len(roi) or any(r > s for r, s in zip(roi, shape)):
-                    raise InvalidInputError(
-                        f"case {self.case_ids[index]}: patch size {roi} does not fit in the volume of spatial shape {shape}; "
-                        "use a smaller patch or pad the volume to at least the patch size first."
-                    )
                 region = (slice(None), *(slice(s, s + r) for s, r in zip(start, roi)))
                 order = (0, *(1 + p for p in view))
                 images.append(self.images[index][region].permute(order))

@@ -24,7 +24,7 @@ Case order: labeled cases first, then validation cases, then the other unlabeled
 cases, so the first part alone is a usable subset (the labeled and validation cases and as many
 unlabeled scans as fit).
 
-:func:`unpack_dataset` needs only numpy, nibabel and the standard library (``lzma``): it checks
+:func:`unpack_dataset` checks
 each part (size and SHA-256; a corrupt or missing part is named and its cases are left out),
 writes the cases present in the prepared layout (uncompressed ``.nii`` by default, ``.nii.gz`` on
 request) and a ``datalist.json`` restricted to them. :func:`split_file` and :func:`join_file` cut
@@ -242,6 +242,22 @@ def _prepare_output(out: Path, inputs: Sequence[Path], ours: Any, what: str) -> 
 # ---------------------------------------------------------------------------------------------
 
 
+def _case_id(item: dict[str, Any]) -> str:
+    """A datalist item's case id: its ``case_id``, else its image file name without extensions."""
+    return str(item.get("case_id", Path(item["image"]).name.split(".")[0]))
+
+
+def _relative_path(rel: Any, what: str) -> str:
+    """`rel` when it is a relative path inside the dataset folder; refuses absolute paths and ``..``."""
+    path = Path(str(rel))
+    if path.is_absolute() or ".." in path.parts:
+        raise InvalidInputError(
+            f"{what}: path {str(rel)!r} must be relative to the dataset folder, without '..' (packed datasets are "
+            "unpacked into a new folder, never written outside it)."
+        )
+    return str(rel)
+
+
 def _case_roles(datalist: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{case_id: {"roles": [...], "image": rel, "label": rel or None}}`` in pack order."""
     for role in _ROLES:
@@ -253,7 +269,10 @@ def _case_roles(datalist: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for item in datalist.get(role, []):
             if not isinstance(item, dict) or "image" not in item:
                 raise InvalidInputError(f"datalist {role!r} entry {item!r} must be a dict with at least 'image'.")
-            case_id = str(item.get("case_id", Path(item["image"]).name.split(".")[0]))
+            case_id = _case_id(item)
+            for key in ("image", "label"):
+                if item.get(key) is not None:
+                    _relative_path(item[key], f"datalist {role!r} case {case_id!r} {key}")
             entry = cases.setdefault(case_id, {"roles": [], "image": item["image"], "label": item.get("label")})
             if entry["image"] != item["image"]:
                 raise InvalidInputError(
@@ -504,7 +523,7 @@ def _unpack_case(record: dict[str, Any], part_path: Path, out: Path, gzip: bool,
         info = record[key]
         if info is None:
             continue
-        rel = _output_path(info["path"], gzip)
+        rel = _output_path(_relative_path(info["path"], f"manifest case {record['case_id']!r} {key}"), gzip)
         path = out / rel
         before = done.get(rel)
         if (
@@ -549,8 +568,6 @@ def unpack_dataset(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Rebuild the prepared dataset from a pack, as far as its parts are present and intact.
-
-    Needs numpy, nibabel and the standard library only.
 
     Args:
         sources: the pack folder, or several folders / part files / the manifest file; the manifest
@@ -643,7 +660,7 @@ def unpack_dataset(
     datalist = dict(original)
     for role in _ROLES:
         if role in original:
-            kept = [dict(item) for item in original[role] if str(item.get("case_id")) in ids]
+            kept = [dict(item) for item in original[role] if _case_id(item) in ids]
             for item in kept:
                 for key in ("image", "label"):
                     if key in item:

@@ -91,7 +91,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
 
     Precision and speed options: with ``amp=True`` the forward pass and the losses run under
     ``torch.autocast`` in `amp_dtype`; ``"bfloat16"`` (GPUs that support it, and CPUs) needs no
-    grad scaler, ``"float16"`` uses MONAI's. The losses and the SAR fusion always take float32
+    grad scaler, ``"float16"`` runs with ``torch.amp.GradScaler`` (on CUDA). The losses and the SAR fusion always take float32
     probabilities. ``channels_last`` keeps the network and its input in ``torch.channels_last_3d``
     memory format; ``compile`` trains through ``torch.compile(network, mode=...)`` (``"reduce-overhead"``
     also captures CUDA graphs); the network given stays the module that is saved and validated.

@@ -25,6 +25,13 @@ class _RunOutputHandler(_OutputHandler):
     """ignite's progress-bar output handler counting the iterations of a whole run, `total` of them."""
 
     total: Optional[int] = None
+    output_interval: int = 1
+
+    def _setup_output_metrics_state_attrs(self, engine: Engine, *args: Any, **kwargs: Any) -> Any:
+        """The shown values, read every `output_interval` iterations (the bar keeps the last ones in between)."""
+        if self.output_interval > 1 and engine.state.iteration % self.output_interval:
+            return {}
+        return super()._setup_output_metrics_state_attrs(engine, *args, **kwargs)
 
     def get_max_number_events(self, event_name: Any, engine: Engine) -> Optional[int]:  # type: ignore[override]
         if event_name in (Events.ITERATION_STARTED, Events.ITERATION_COMPLETED):
@@ -52,6 +59,8 @@ class RunProgressBar(ProgressBar):
         output_transform: maps ``engine.state.output`` to a number or a ``{name: number}`` dict shown
             after the bar, e.g. ``sasnet_components.utils.training_stats``.
         metric_names: names of ``engine.state.metrics`` shown after the bar, or ``"all"``.
+        output_interval: read `output_transform` and the metrics every that many iterations (a GPU
+            value read on the host waits for the GPU: pass the trainer's log interval).
         persist: keep the bar on screen when the run completes.
         tqdm_kwargs: further arguments of ``tqdm.tqdm`` (``file``, ``ncols``, ``mininterval``, ...).
 
@@ -70,6 +79,7 @@ class RunProgressBar(ProgressBar):
         total: Optional[int] = None,
         output_transform: Optional[Callable] = None,
         metric_names: Optional[Union[str, list]] = None,
+        output_interval: int = 1,
         persist: bool = False,
         **tqdm_kwargs: Any,
     ) -> None:
@@ -79,9 +89,12 @@ class RunProgressBar(ProgressBar):
         if total is not None and (isinstance(total, bool) or int(total) != total or total < 1):
             raise InvalidInputError(f"`total` must be a positive integer or None, got {total!r}.")
         self.total = None if total is None else int(total)
+        if isinstance(output_interval, bool) or int(output_interval) != output_interval or output_interval < 1:
+            raise InvalidInputError(f"`output_interval` must be a positive integer, got {output_interval!r}.")
         self._output_handler = _RunOutputHandler(
             desc, metric_names, output_transform, closing_event_name=Events.COMPLETED
         )
+        self._output_handler.output_interval = int(output_interval)
 
     def attach(self, engine: Engine) -> None:  # type: ignore[override]
         """Open the bar at the run's first epoch, advance it at each iteration, close it when the run completes."""

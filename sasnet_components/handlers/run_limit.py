@@ -18,8 +18,8 @@ logger = logging.getLogger(__name__)
 class RunLimit:
     """Terminate the engine once this run has lasted `seconds` or done `iterations` iterations.
 
-    Both count from the run's start (``Events.STARTED``), so a resumed run gets its own budget. The
-    check runs after each iteration; the engine then completes normally, so handlers attached to
+    Both count from the run's first iteration (after ``Events.STARTED``, so after a checkpoint loader
+    restored the iteration), so a resumed run gets its own budget. The check runs after each iteration; the engine then completes normally, so handlers attached to
     ``Events.COMPLETED`` (the final checkpoint of ``AtomicCheckpointSaver``) save the state of the
     last iteration, and a run resumed from that checkpoint continues exactly. Unlike ignite's
     ``TimeLimit`` it has an ``attach`` (MONAI workflows attach their handlers) and an iteration budget.
@@ -45,16 +45,21 @@ class RunLimit:
         self.seconds = None if seconds is None else float(seconds)
         self.iterations = None if iterations is None else int(iterations)
         self._start_time = 0.0
-        self._start_iteration = 0
+        self._start_iteration: Optional[int] = None
 
     def attach(self, engine: Engine) -> None:
         """Start the budget when `engine` starts a run; check it after every iteration."""
         engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.ITERATION_STARTED, self.iteration_started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.__call__)
 
     def started(self, engine: Engine) -> None:
-        self._start_time = time.perf_counter()
-        self._start_iteration = engine.state.iteration
+        self._start_iteration = None  # set at the first iteration: a checkpoint may be loaded at STARTED after this
+
+    def iteration_started(self, engine: Engine) -> None:
+        if self._start_iteration is None:
+            self._start_time = time.perf_counter()
+            self._start_iteration = engine.state.iteration - 1
 
     def __call__(self, engine: Engine) -> None:
         done = engine.state.iteration - self._start_iteration
@@ -69,8 +74,8 @@ class RunLimit:
         total = getattr(engine, "max_iterations", None) or engine.state.epoch_length * engine.state.max_epochs
         if engine.state.iteration < total:
             logger.info(
-                "run limit reached after %s: stopping at iteration %d of %d; resume from the final checkpoint "
-                "(--resume_from <output_dir>/checkpoints/checkpoint_final.pt)",
+                "run limit reached after %s: stopping at iteration %d of %d; a run resumed from the final checkpoint "
+                "continues it",
                 reason,
                 engine.state.iteration,
                 total,

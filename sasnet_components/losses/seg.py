@@ -56,6 +56,9 @@ class SegLoss(nn.Module):
         smooth_nr: constant added to the Dice numerator; ``None`` = 1e-5 for ``"dice_ce"``,
             1e-8 for ``"dice"``.
         smooth_dr: constant added to the Dice denominator; ``None`` = same defaults.
+        check_labels: check every call that ``label`` holds class indices in [0, C) (reading the
+            answer waits for the device); ``False`` for callers that checked the labels once, e.g.
+            a ``DeviceBatchLoader`` with ``num_classes``.
 
     Raises:
         ValueError: ``mode`` is not one of ``SEG_LOSS_MODES``; a smoothing constant is negative.
@@ -74,8 +77,10 @@ class SegLoss(nn.Module):
         include_background: bool = False,
         smooth_nr: float | None = None,
         smooth_dr: float | None = None,
+        check_labels: bool = True,
     ) -> None:
         super().__init__()
+        self.check_labels = bool(check_labels)
         if not isinstance(mode, str) or mode not in SEG_LOSS_MODES:
             raise InvalidInputError(f"`mode` must be one of {SEG_LOSS_MODES}, got {mode!r}.")
         self.mode = mode
@@ -112,7 +117,8 @@ class SegLoss(nn.Module):
         Raises:
             TypeError: an input is not a tensor.
             ValueError: logits shapes differ, fewer than 3 dims or 2 channels, ``label`` shape is
-                not ``(B, 1, *spatial)``, or ``label`` holds values outside [0, C) or non-integers.
+                not ``(B, 1, *spatial)``, or (with `check_labels`) ``label`` holds values outside
+                [0, C) or non-integers.
         """
         one_branch = logits_low is None
         low = logits_high if one_branch else logits_low
@@ -129,7 +135,7 @@ class SegLoss(nn.Module):
         bad = (label < 0) | (label >= channels)
         if label.is_floating_point():
             bad |= label != label.round()
-        if bool(bad.any()):
+        if self.check_labels and bool(bad.any()):
             values = torch.unique(label[bad]).cpu().tolist()
             raise ValueError(
                 f"`label` must hold integer class indices in [0, {channels}) for {channels}-channel "

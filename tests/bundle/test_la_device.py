@@ -3,7 +3,7 @@ and a run stopped by its budget that resumes exactly."""
 
 from __future__ import annotations
 
-import re
+import shutil
 
 import pytest
 
@@ -28,8 +28,14 @@ def test_a_run_stopped_by_its_budget_resumes_exactly(dataset_dir, uninterrupted,
     first_losses, first = _train(dataset_dir, tmp_path / "first", device_data="true", iterations_this_run=3, **RESUME)
     assert first_losses == losses[:3] and first["trainer"]["iteration"] == 3
     log = capsys.readouterr().out
-    assert re.search(r"run limit reached after 3 iterations: stopping at iteration 3 of 6; resume from", log)
-    checkpoint = str(tmp_path / "first" / "runs" / "checkpoints" / "checkpoint_final.pt")
-    resumed_losses, resumed = _train(dataset_dir, tmp_path / "first", device_data=True, resume_from=checkpoint, **RESUME)
-    assert resumed_losses == losses[3:]
+    assert "run limit reached after 3 iterations: stopping at iteration 3 of 6; a run resumed from" in log
+    # each resumed run has its own budget, counted from the iteration it resumes at
+    checkpoint = shutil.copy(tmp_path / "first" / "runs" / "checkpoints" / "checkpoint_final.pt", tmp_path / "at_3.pt")
+    second_losses, second = _train(
+        dataset_dir, tmp_path / "first", device_data=True, resume_from=str(checkpoint), iterations_this_run=2, **RESUME
+    )
+    assert second_losses == losses[3:5] and second["trainer"]["iteration"] == 5
+    checkpoint = shutil.copy(tmp_path / "first" / "runs" / "checkpoints" / "checkpoint_final.pt", tmp_path / "at_5.pt")
+    resumed_losses, resumed = _train(dataset_dir, tmp_path / "first", device_data=True, resume_from=str(checkpoint), **RESUME)
+    assert resumed_losses == losses[5:]
     _assert_identical(resumed, final)

@@ -138,3 +138,9 @@ def test_refusals():
     sampler = TwoStreamBatchSampler([0, 1], [2], batch_size=3, labeled_batch_size=2)
     with pytest.raises(TypeError, match="sample_seeds=True"):
         DeviceBatchLoader(items, LabelPlaceholderd(), [crop, RandFourierRotated(keys=["image", "label"])], sampler, "cpu")
+
+
+def test_volumes_smaller_than_the_patch_are_refused_when_cached():
+    items = [_volume_item("A", (6, 6, 4)), _volume_item("B", (3, 6, 4)), _volume_item("C", (6, 6, 4), labeled=False)]
+    with pytest.raises(InvalidInputError, match=r"case B: patch size \(4, 4, 3\) does not fit in the volume of spatial shape \(3, 6, 4\)"):
+        _loader(items)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -302,3 +303,29 @@ def test_join_refuses_corrupt_or_missing_chunk(tmp_path):
         join_file(tmp_path / "chunks" / "model.pt.chunks.json", target)
     with pytest.raises(MissingInputError, match="does not exist"):
         split_file(tmp_path / "nothing", tmp_path / "chunks")
+
+
+def test_paths_outside_the_dataset_folder_are_refused(grid_dir, tmp_path):
+    # a datalist naming a file by an absolute path or through '..' would be unpacked outside the output folder
+    root = shutil.copytree(grid_dir, tmp_path / "copy")
+    datalist = json.loads((root / "datalist.json").read_text())
+    case = datalist["unlabeled"][0]
+    for bad in (str(root / case["image"]), "../" + case["image"]):
+        changed = json.loads(json.dumps(datalist))
+        changed["unlabeled"][0]["image"] = bad
+        (root / "datalist.json").write_text(json.dumps(changed))
+        with pytest.raises(InvalidInputError, match=r"must be relative to the dataset folder, without '\.\.'"):
+            pack_dataset(root, tmp_path / "pack")
+
+
+def test_cases_without_case_id_keep_their_roles(grid_dir, tmp_path):
+    # the id then comes from the image file name, when packing and when writing the unpacked datalist
+    root = shutil.copytree(grid_dir, tmp_path / "copy")
+    datalist = json.loads((root / "datalist.json").read_text())
+    for role in ("labeled", "unlabeled", "validation", "test"):
+        for item in datalist.get(role, []):
+            item.pop("case_id", None)
+    (root / "datalist.json").write_text(json.dumps(datalist))
+    pack_dataset(root, tmp_path / "pack")
+    unpack_dataset(tmp_path / "pack", tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "datalist.json").read_text()) == _nii(datalist)

@@ -62,6 +62,20 @@ def test_bar_total_and_postfix_from_arguments():
     assert "training: [4/4] 100%" in out.getvalue() and "loss=0.5" in out.getvalue()
 
 
+def test_bar_reads_the_output_every_output_interval_iterations():
+    out = io.StringIO()
+    engine = _engine()
+    read = []
+    transform = lambda output: read.append(output) or {"loss": len(read)}  # noqa: E731
+    RunProgressBar(desc="training", output_transform=transform, output_interval=2, file=out, mininterval=0).attach(engine)
+    engine.run([0, 1, 2], max_epochs=2)
+    assert len(read) == 3  # iterations 2, 4, 6 of 6
+    text = out.getvalue()
+    assert "training: [6/6]" in text and "loss=3" in text and "loss=1" in text
+    with pytest.raises(ValueError, match="`output_interval` must be a positive integer, got 0"):
+        RunProgressBar(output_interval=0)
+
+
 def test_bar_of_a_resumed_run_starts_at_its_iteration():
     out = io.StringIO()
     engine = _engine()

@@ -26,6 +26,19 @@ def test_iteration_budget_counts_from_the_start_of_each_run():
     assert engine.state.iteration == 6 and completed == [3, 6]
 
 
+def test_budget_counts_from_a_state_restored_when_the_run_starts():
+    # a checkpoint loader attached after the limit restores the iteration at STARTED, after the limit's handler
+    engine = _engine()
+    RunLimit(iterations=3).attach(engine)
+    engine.run(range(5), max_epochs=2)
+    saved = engine.state_dict()
+    resumed = _engine()
+    RunLimit(iterations=3).attach(resumed)
+    resumed.add_event_handler(Events.STARTED, lambda e: e.load_state_dict(saved))
+    resumed.run(range(5), max_epochs=2)
+    assert resumed.state.iteration == 6  # iterations 4, 5, 6
+
+
 def test_time_budget_stops_a_slow_run():
     engine = _engine(step_seconds=0.02)
     RunLimit(seconds=0.1).attach(engine)
