@@ -208,7 +208,7 @@ def run_loop(
         "profiled_ms_per_iteration": 1000 * profiled_seconds,
         "settings": {k: v for k, v in overrides.items()},
     }
-    del trainer, parser, timer  # free this loop's cached volumes and SAR memory before the next loop
+    del trainer, parser  # free this loop's cached volumes and SAR memory before the next loop
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
