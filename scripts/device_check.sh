@@ -81,7 +81,7 @@ else
     SPLIT_MIB=15
 fi
 mkdir -p "$STATE" "$OUT" || fail "cannot create $STATE or $OUT"
-exec > >(tee -a "$OUT/device_check.log") 2>&1
+exec > >(tee -a "$OUT/device_check.log") 2> >(tee -a "$OUT/device_check.log" >&2)
 log "mode $MODE, state in $STATE, outputs in $OUT, budget $MINUTES min"
 
 # ------------------------------------------------------------------ environment
