@@ -73,7 +73,7 @@ else
     STATE=${SASNET_DEVICE_STATE:-/tmp/sasnet-device}
     OUT=${OUT:-$REPO/device_output}
     DEVICE=cuda
-    BENCH=(--setting paper --device cuda --iterations 30 --warmup 10 --profile_iterations 5 --research_workers 8
+    BENCH=(--setting paper --device cuda --iterations 20 --warmup 5 --profile_iterations 3 --research_workers 8
            --options channels_last sdm_cupy sar_uint8)
     # paper settings, honest default protocol; validation and full checkpoints sparse (a checkpoint holds 565 MB)
     TRAIN=(--device cuda --num_workers 8 --checkpoint_interval 10000 --val_interval 20000 --log_interval 500)

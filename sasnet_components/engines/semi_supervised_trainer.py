@@ -18,6 +18,7 @@ from sasnet_components.handlers.sar_fusion import SARFusion
 from sasnet_components.losses.plc import PLCLoss
 from sasnet_components.losses.seg import SegLoss
 from sasnet_components.losses.src import SRCLoss, ensemble_to_sdm
+from sasnet_components.transforms.signed_distance import SDM_BACKENDS
 from sasnet_components.utils.errors import InvalidInputError, check_option
 
 __all__ = ["SemiSupervisedTrainer", "sigmoid_rampup"]
@@ -190,7 +191,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self.consistency = float(consistency)
         self.rampup_length = float(rampup_length)
         self.rampup_interval = int(rampup_interval)
-        self.sdm_backend = sdm_backend
+        self.sdm_backend = check_option(sdm_backend, SDM_BACKENDS, "`sdm_backend`")
         for name, value in (("use_plc", use_plc), ("use_src", use_src)):
             if not isinstance(value, bool):
                 raise InvalidInputError(f"`{name}` must be True or False, got {value!r}.")

@@ -349,6 +349,7 @@ def test_channels_last_gives_the_same_training_within_float_tolerance():
         ({"amp_dtype": "float64"}, "amp_dtype"),
         ({"channels_last": "yes"}, "channels_last"),
         ({"compile": "fastest"}, "compile"),
+        ({"sdm_backend": "cuda"}, "sdm_backend"),
     ],
 )
 def test_speed_options_are_checked(kwargs, match):
