@@ -11,7 +11,7 @@
 #   bash scripts/device_check.sh --smoke        # any CPU: the same steps, tiny, on synthetic data (the tests run it)
 #
 # Transfer plan (each call carries at most 64 MiB; the pack is 3 parts of <= 48 MiB, part 1 = the
-# 16 labeled + 8 validation cases + the first unlabeled ones; the wheels are about 8 MiB):
+# 16 labeled + 8 validation cases + 14 unlabeled ones; the wheels are 5.3 MB):
 #   call 1: carry .whl device_data/la-pack/la.manifest.json device_data/la-pack/la.part01 device_data/la-pack/la.part03
 #           command: bash scripts/device_check.sh --receive
 #   call 2 (within the 30 s the machine stays warm): carry .whl la.manifest.json la.part02; command: bash scripts/device_check.sh
