@@ -7,7 +7,7 @@ from .inference import SplitPredictiond, inference_datalist
 from .pack import decode_image, encode_image, join_file, pack_dataset, split_file, unpack_dataset
 from .samplers import SeededDataset, TwoStreamBatchSampler
 from .sliding_window import overlap_for_stride, paper_window_positions
-from .synthetic import make_synthetic_la
+from .synthetic import make_synthetic_la, make_synthetic_nifti
 
 __all__ = [
     "DeviceBatchLoader",
@@ -22,6 +22,7 @@ __all__ = [
     "inference_datalist",
     "join_file",
     "make_synthetic_la",
+    "make_synthetic_nifti",
     "overlap_for_stride",
     "pack_dataset",
     "paper_window_positions",

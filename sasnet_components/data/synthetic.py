@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["make_synthetic_la"]
+__all__ = ["make_synthetic_la", "make_synthetic_nifti"]
 
 
 def _case(rng: np.random.Generator, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -62,4 +62,41 @@ def make_synthetic_la(
             f.create_dataset("label", data=label)
     (root / "train.list").write_text("\n".join(ids[:num_train]) + "\n")
     (root / "test.list").write_text("\n".join(ids[num_train:]) + "\n")
+    return root
+
+
+def make_synthetic_nifti(
+    output_dir: str,
+    num_cases: int = 12,
+    num_labeled: int = 6,
+    shape: Sequence[int] = (64, 64, 32),
+    spacing: Sequence[float] = (1.0, 1.0, 2.0),
+    seed: int = 0,
+) -> Path:
+    """Write a synthetic dataset as a user holds one: a folder of NIfTI images, labels for some.
+
+    Layout: ``<output_dir>/images/<id>.nii.gz`` (MR-like whole numbers in [0, 1000], int16) for
+    ``num_cases`` cases ``CASE000 ...``, ``<output_dir>/labels/<id>.nii.gz`` (uint8 {0, 1}) for the
+    first ``num_labeled`` of them; affine ``diag(spacing)``. The blobs are those of
+    :func:`make_synthetic_la`. Used by the README's walk-through of ``scripts/prepare_dataset.py``.
+
+    Returns:
+        The dataset root.
+    """
+    import nibabel as nib
+
+    if not 0 <= num_labeled <= num_cases:
+        raise ValueError(f"`num_labeled` must be in [0, num_cases={num_cases}], got {num_labeled}.")
+    root = Path(output_dir)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    if num_labeled:
+        (root / "labels").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    affine = np.diag([*[float(s) for s in spacing], 1.0])
+    for i in range(num_cases):
+        image, label = _case(rng, shape)
+        scaled = np.clip(np.round(300.0 + 150.0 * image), 0, 1000).astype(np.int16)
+        nib.save(nib.Nifti1Image(scaled, affine), str(root / "images" / f"CASE{i:03d}.nii.gz"))
+        if i < num_labeled:
+            nib.save(nib.Nifti1Image(label, affine), str(root / "labels" / f"CASE{i:03d}.nii.gz"))
     return root
