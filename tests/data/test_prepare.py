@@ -10,13 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import re
 from pathlib import Path
 
+import nibabel as nib
 import nrrd
 import numpy as np
+import pytest
 
 from sasnet_components.data import make_synthetic_la
 from sasnet_components.data.la import prepare_la
+from sasnet_components.data.prepare import CaseData, CaseReader, CaseSource, prepare_cases
+from sasnet_components.utils.errors import MissingInputError
 
 # expected outputs of prepare_la for _prepare_h5 / _prepare_raw, recorded before the refactoring
 _H5_FILES = {'datalist.json': '282515f9f950aadd5fec50bb757f06d39fde81a6f4adaba578ff55fa42f05ac7',
@@ -212,3 +219,219 @@ def test_la_outputs_are_unchanged_raw(tmp_path):
     files, records = _digests(_prepare_raw(tmp_path))
     assert files == _RAW_FILES
     assert records == _RAW_RECORDS
+
+
+# ---------------------------------------------------------------------------------------------
+# the core with a tiny reader: <root>/<id>/image.npy (+ label.npy), 1 mm, shape (2, 3, 4)
+# ---------------------------------------------------------------------------------------------
+
+
+class NpyReader(CaseReader):
+    """Cases ``<root>/<id>/image.npy`` and optional ``label.npy``; ``scale`` multiplies the image."""
+
+    name, layout = "Toy", "npy"
+
+    def __init__(self, scale: float = 1.0, affine=None) -> None:
+        self.scale = scale
+        self.affine = affine
+
+    @property
+    def parameters(self):
+        return {"scale": self.scale}
+
+    def default_ids(self, root):
+        return sorted(p.name for p in root.iterdir() if p.is_dir()), []
+
+    def find_cases(self, root, train_ids, test_ids):
+        sources, missing = [], []
+        for split, ids in (("train", train_ids), ("test", test_ids)):
+            for case_id in ids:
+                folder = root / case_id
+                if (folder / "image.npy").is_file():
+                    stamp = tuple(p for p in (folder / "image.npy", folder / "label.npy") if p.is_file())
+                    sources.append(CaseSource(case_id, split, folder, stamp=stamp))
+                elif split == "train":
+                    raise MissingInputError(f"case '{case_id}': expected '{folder / 'image.npy'}'.")
+                else:
+                    missing.append(case_id)
+        return sources, missing
+
+    def read_case(self, source):
+        image = np.load(source.path / "image.npy") * self.scale
+        label_path = source.path / "label.npy"
+        label = np.load(label_path) if label_path.is_file() else None
+        return CaseData(image, label, (1.0, 2.0, 3.0), {"mean": float(image.mean())}, self.affine)
+
+
+TOY_SHAPE = (2, 3, 4)
+
+
+def _toy_case(root: Path, case_id: str, value: float, label: bool = True) -> None:
+    folder = root / case_id
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "image.npy", np.full(TOY_SHAPE, value, np.float32))
+    if label:
+        np.save(folder / "label.npy", (np.arange(24).reshape(TOY_SHAPE) % 2).astype(np.uint8))
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """Cases a, b, c, d (image value 0, 1, 2, 3); d is kept for the test split."""
+    root = tmp_path / "toy"
+    for i, case_id in enumerate("abcd"):
+        _toy_case(root, case_id, float(i))
+    return root, tmp_path / "out"
+
+
+def _run(root, out, reader=None, train=("a", "b", "c"), test=("d", "z"), **kwargs):
+    kwargs = {"num_labeled": 1, "num_validation": 1, **kwargs}
+    train, test = (None if ids is None else list(ids) for ids in (train, test))
+    return prepare_cases(reader or NpyReader(), root, out, train, test, **kwargs)
+
+
+def _mtimes(out: Path) -> dict[str, int]:
+    return {p.relative_to(out).as_posix(): p.stat().st_mtime_ns for p in out.glob("*/*.nii.gz")}
+
+
+def test_core_writes_cases_manifest_and_datalist(toy):
+    root, out = toy
+    datalist = _run(root, out)
+    assert datalist == json.loads((out / "datalist.json").read_text())
+    assert datalist["name"] == "Toy" and datalist["source_layout"] == "npy" and datalist["spacing"] == [1.0, 2.0, 3.0]
+    assert [e["case_id"] for e in datalist["labeled"]] == ["a"]
+    assert [e["case_id"] for e in datalist["unlabeled"]] == ["b", "c"]
+    assert datalist["validation"] == [{"case_id": "c", "image": "imagesTr/c.nii.gz", "label": "labelsTr/c.nii.gz"}]
+    assert datalist["test"] == [{"case_id": "d", "image": "imagesTs/d.nii.gz", "label": "labelsTs/d.nii.gz"}]
+    assert "test = the 1 of 2 test.list ids whose data is present" in datalist["protocol_note"]
+    image = nib.load(str(out / "imagesTr" / "b.nii.gz"))
+    np.testing.assert_array_equal(np.asanyarray(image.dataobj), np.ones(TOY_SHAPE, np.float32))
+    np.testing.assert_allclose(image.affine, np.diag([1.0, 2.0, 3.0, 1.0]))
+    record = json.loads((out / "manifest.json").read_text())["cases"]["b"]
+    folder = root.resolve() / "b"
+    assert record["source"] == str(folder) and record["source_layout"] == "npy"
+    # two stamp files: sizes and mtimes as lists, in order
+    assert record["source_size"] == [(folder / "image.npy").stat().st_size, (folder / "label.npy").stat().st_size]
+    assert record["scale"] == 1.0 and record["mean"] == 1.0  # parameters, then the reader's extra fields
+    assert record["shape"] == [2, 3, 4] and record["spacing"] == [1.0, 2.0, 3.0]
+    assert record["image_sha256"] == _sha256(out / "imagesTr" / "b.nii.gz")
+    assert record["label_sha256"] == _sha256(out / "labelsTr" / "b.nii.gz")
+
+
+def test_core_refused_case_is_named_and_the_others_are_written(toy):
+    root, out = toy
+    (root / "b" / "image.npy").write_bytes(b"not a npy file")
+    with pytest.raises(ValueError) as info:
+        _run(root, out)
+    message = str(info.value)
+    # the reader's message does not name the case: the core adds it
+    assert message.startswith(f"1 of 4 cases refused, datalist.json not written: case 'b' ('{root.resolve() / 'b'}'): ")
+    assert "remove their ids from train.list / test.list" in message
+    assert sorted(_mtimes(out)) == [
+        "imagesTr/a.nii.gz", "imagesTr/c.nii.gz", "imagesTs/d.nii.gz",
+        "labelsTr/a.nii.gz", "labelsTr/c.nii.gz", "labelsTs/d.nii.gz",
+    ]  # fmt: skip
+    assert sorted(json.loads((out / "manifest.json").read_text())["cases"]) == ["a", "c", "d"]
+    assert not (out / "datalist.json").exists()
+
+
+def test_core_non_finite_voxels_are_refused_naming_the_case(toy):
+    root, out = toy
+    image = np.zeros(TOY_SHAPE, np.float32)
+    image[0, 0, 0] = np.nan
+    np.save(root / "c" / "image.npy", image)
+    expected = f"case 'c': image has 1 non-finite voxel (1 NaN, 0 infinite) of 24 in '{root.resolve() / 'c'}'"
+    with pytest.raises(ValueError, match=re.escape(f"1 of 4 cases refused, datalist.json not written: {expected}")):
+        _run(root, out)
+    assert (out / "imagesTr" / "a.nii.gz").is_file() and not (out / "imagesTr" / "c.nii.gz").exists()
+
+
+def test_core_label_shape_is_checked(toy):
+    root, out = toy
+    np.save(root / "a" / "label.npy", np.zeros((2, 3, 5), np.uint8))
+    with pytest.raises(ValueError, match=r"case 'a': label shape \(2, 3, 5\) must be the image's spatial shape"):
+        _run(root, out)
+
+
+def test_core_rerun_skips_complete_cases_and_rewrites_changed_ones(toy, caplog):
+    root, out = toy
+    _run(root, out)
+    before = _mtimes(out)
+    datalist_bytes = (out / "datalist.json").read_bytes()
+    with caplog.at_level(logging.INFO, logger="sasnet_components.data.prepare"):
+        _run(root, out)
+    assert "0 written, 4 skipped" in caplog.text
+    assert _mtimes(out) == before and (out / "datalist.json").read_bytes() == datalist_bytes
+
+    # a changed source file (another size / mtime) is read and written again; the others are skipped
+    _toy_case(root, "b", 7.0)
+    os.utime(root / "b" / "image.npy", ns=(1, 1))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sasnet_components.data.prepare"):
+        _run(root, out)
+    assert "1 written, 3 skipped" in caplog.text
+    np.testing.assert_array_equal(np.asanyarray(nib.load(str(out / "imagesTr" / "b.nii.gz")).dataobj), 7.0)
+    assert {k: v for k, v in _mtimes(out).items() if "/b." not in k} == {
+        k: v for k, v in before.items() if "/b." not in k
+    }
+
+    # a damaged output is rewritten; other reader parameters rewrite every case
+    (out / "labelsTs" / "d.nii.gz").write_bytes(b"damaged")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sasnet_components.data.prepare"):
+        _run(root, out)
+    assert "1 written, 3 skipped" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="sasnet_components.data.prepare"):
+        _run(root, out, reader=NpyReader(scale=2.0))
+    assert "4 written, 0 skipped" in caplog.text
+
+
+@pytest.mark.parametrize("where", ["equal", "inside", "contains"])
+def test_core_refuses_output_overlapping_input(toy, where):
+    root, _ = toy
+    out = {"equal": root, "inside": root / "prepared", "contains": root.parent}[where]
+    with pytest.raises(ValueError, match="`output_dir` .* must not be, lie inside or contain `input_dir`"):
+        _run(root, out)
+    assert not (root / "prepared").exists() and not (root / "imagesTr").exists()
+
+
+def test_core_refuses_a_datalist_written_by_someone_else(toy):
+    root, out = toy
+    out.mkdir()
+    (out / "datalist.json").write_text("{}\n")
+    with pytest.raises(FileExistsError, match="datalist.json' exists and was not written by prepare_toy"):
+        _run(root, out, program="prepare_toy")
+    assert (out / "datalist.json").read_text() == "{}\n" and not (out / "imagesTr").exists()
+    _run(root, out, overwrite=True)
+    assert json.loads((out / "datalist.json").read_text())["name"] == "Toy"
+    _run(root, out, num_labeled=2)  # its own datalist is replaced
+    assert json.loads((out / "datalist.json").read_text())["num_labeled"] == 2
+
+
+def test_core_cases_without_label_and_reader_affine(toy):
+    root, out = toy
+    (root / "b" / "label.npy").unlink()
+    affine = np.array([[0.0, 1.0, 0, 5], [2.0, 0, 0, 6], [0, 0, 3.0, 7], [0, 0, 0, 1]])
+    datalist = _run(root, out, reader=NpyReader(affine=affine))
+    assert datalist["unlabeled"][0] == {"case_id": "b", "image": "imagesTr/b.nii.gz"}
+    assert not (out / "labelsTr" / "b.nii.gz").exists()
+    record = json.loads((out / "manifest.json").read_text())["cases"]["b"]
+    assert record["label"] is None and record["label_sha256"] is None
+    np.testing.assert_allclose(nib.load(str(out / "imagesTr" / "a.nii.gz")).affine, affine)
+    assert _run(root, out, reader=NpyReader(affine=affine)) == datalist  # skipped, same datalist
+    # a labeled (or validation) case must have a label
+    with pytest.raises(ValueError, match=r"labeled and validation cases need a label, got none for \['b'\]"):
+        _run(root, out / "other", train=("b", "a", "c"))
+
+
+def test_core_default_ids_and_list_checks(toy):
+    root, out = toy
+    datalist = _run(root, out, train=None, test=None, num_validation=0)  # the reader's default: a, b, c, d
+    assert [e["case_id"] for e in datalist["labeled"] + datalist["unlabeled"]] == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match=r"ids must not be in both the training and the test list, got \['a'\]"):
+        _run(root, out, test=("a",))
+    with pytest.raises(FileNotFoundError, match="case 'x': expected"):
+        _run(root, out, train=("a", "x"))
+    with pytest.raises(ValueError, match=r"`num_labeled` must be an integer in \[1, 3\]"):
+        _run(root, tmp := out.parent / "never", num_labeled=4)
+    assert not tmp.exists()
