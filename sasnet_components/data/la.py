@@ -55,6 +55,9 @@ label values outside {0, 1} ...) is refused: it is logged with its reason, the o
 prepared, and the run ends with a ``ValueError`` naming every refused case. No datalist is written
 then (an existing one is left as it was), so no protocol list is silently short of a case: fix
 the files, or remove the ids from the lists, and run again (prepared cases are skipped).
+
+Everything but the LA layouts (finding the cases, reading one case) is the shared preparation
+core :mod:`sasnet_components.data.prepare`; :class:`LAReader` is the LA reader plugged into it.
 """
 
 from __future__ import annotations

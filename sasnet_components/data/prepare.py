@@ -53,7 +53,7 @@ A minimal reader, for ``<root>/<id>/image.npy`` + ``label.npy`` at 1 mm::
                     if path.is_file():
                         sources.append(CaseSource(case_id, split, path))
                     elif split == "train":
-                        raise MissingInputError(f"case '{case_id}' of the training list has no data: expected '{path}'.")
+                        raise MissingInputError(f"case '{case_id}' has no data: expected '{path}'.")
                     else:
                         missing.append(case_id)
             return sources, missing
@@ -136,7 +136,9 @@ class CaseSource:
 
     def __post_init__(self) -> None:
         if self.split not in _SPLITS:
-            raise InvalidInputError(f"`split` of case '{self.case_id}' must be one of {list(_SPLITS)}, got {self.split!r}.")
+            raise InvalidInputError(
+                f"`split` of case '{self.case_id}' must be one of {list(_SPLITS)}, got {self.split!r}."
+            )
         object.__setattr__(self, "path", Path(self.path))
         object.__setattr__(self, "stamp", tuple(Path(p) for p in self.stamp))
 
@@ -251,7 +253,8 @@ def resolve_folders(input_dir: PathLike, output_dir: PathLike, layouts_help: str
     root = Path(input_dir).expanduser()
     if not root.is_dir():
         raise MissingInputError(
-            f"`input_dir` '{root}' does not exist or is not a directory" + (f"; {layouts_help}." if layouts_help else ".")
+            f"`input_dir` '{root}' does not exist or is not a directory"
+            + (f"; {layouts_help}." if layouts_help else ".")
         )
     root = root.resolve()
     out = Path(output_dir).expanduser().resolve()
@@ -277,7 +280,8 @@ def check_finite(case_id: str, where: PathLike, **arrays: Optional[np.ndarray]) 
         **arrays: ``name=array``; ``None`` values are skipped.
 
     Raises:
-        ValueError: ``"case '<id>': <name> has <n> non-finite voxels (<a> NaN, <b> infinite) of <size> in '<where>'; ..."``.
+        ValueError: ``"case '<id>': <name> has <n> non-finite voxels (<a> NaN, <b> infinite) of <size>
+            in '<where>'; expected finite values."``.
     """
     for name, array in arrays.items():
         problem = None if array is None else nonfinite_message(array)
@@ -549,7 +553,8 @@ def prepare_cases(
         raise OutputExistsError(
             f"'{datalist_path}' exists and was not written by {program} (its SHA-256 is not the one recorded in "
             f"'{manifest_path}': written by someone else or by an older version, or edited since); pass --overwrite "
-            "(overwrite=True) to replace it (it also rewrites every case), or choose another --datalist_name or --output_dir."
+            "(overwrite=True) to replace it (it also rewrites every case), or choose another --datalist_name or "
+            "--output_dir."
         )
 
     # --- locate cases -------------------------------------------------------------------------
