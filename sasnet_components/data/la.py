@@ -74,7 +74,7 @@ import numpy as np
 from sasnet_components.data.checks import read_error
 from sasnet_components.data.prepare import CaseData, CaseReader, CaseSource
 from sasnet_components.data.prepare import build_datalist as core_build_datalist
-from sasnet_components.data.prepare import check_finite, prepare_cases, read_id_list, resolve_folders
+from sasnet_components.data.prepare import check_finite, prepare_cases, read_id_list, read_id_lists, resolve_folders
 from sasnet_components.utils.errors import InvalidInputError, MissingInputError, UnknownKeyError
 
 __all__ = [
@@ -587,34 +587,7 @@ def prepare_la(
     logger.info("LA input '%s': %s layout", root, layout)
     reader = LAReader(layout, seed)
 
-    # --- id lists -----------------------------------------------------------------------------
-    train_path = Path(train_list) if train_list is not None else root / "train.list"
-    test_path = Path(test_list) if test_list is not None else root / "test.list"
-    if train_path.is_file():
-        train_ids = read_id_list(train_path)
-        logger.info("train list '%s': %d ids", train_path, len(train_ids))
-    elif train_list is not None or layout == "h5":
-        raise MissingInputError(
-            f"training id list '{train_path}' does not exist; the {layout} layout needs a train.list "
-            "(one case id per line) in `input_dir` or passed as `train_list`."
-        )
-    else:
-        train_ids, _ = reader.default_ids(root)
-        logger.info(
-            "no train.list in '%s' and no --train_list given: using all %d raw case folders, sorted by id, "
-            "as training cases (no test cases)",
-            root,
-            len(train_ids),
-        )
-    if not train_ids:
-        raise InvalidInputError(f"training id list '{train_path}' is empty.")
-    if test_path.is_file():
-        listed_test = read_id_list(test_path)
-    elif test_list is not None:
-        raise MissingInputError(f"`test_list` '{test_path}' does not exist.")
-    else:
-        listed_test = []
-        logger.info("no test list at '%s': the test split will be empty", test_path)
+    train_ids, listed_test = read_id_lists(reader, root, train_list, test_list, log=logger)
     if layout == "raw":
         logger.info(
             "raw preprocessing: crop margins drawn from numpy Generator seeded with (seed=%d, case id): "

@@ -103,6 +103,7 @@ __all__ = [
     "check_finite",
     "prepare_cases",
     "read_id_list",
+    "read_id_lists",
     "resolve_folders",
 ]
 
@@ -229,6 +230,73 @@ def read_id_list(path: PathLike) -> list[str]:
     if dups:
         raise InvalidInputError(f"case id list '{path}' must not repeat ids, got duplicates {dups}.")
     return ids
+
+
+def read_id_lists(
+    reader: CaseReader,
+    root: PathLike,
+    train_list: PathLike | None = None,
+    test_list: PathLike | None = None,
+    log: logging.Logger | None = None,
+) -> tuple[list[str], list[str]]:
+    """The training and test ids: from the given lists, else ``<root>/train.list`` / ``test.list``,
+    else the reader's :meth:`~CaseReader.default_ids`.
+
+    Args:
+        reader: asked for its default ids when there is no training list.
+        root: dataset root.
+        train_list: training id list (one id per line); default ``<root>/train.list``.
+        test_list: test id list; default ``<root>/test.list``, else the reader's default test ids
+            when the training ids are the reader's too, else none.
+        log: logger for what was found (default: this module's).
+
+    Returns:
+        ``(train_ids, test_ids)`` in list order.
+
+    Raises:
+        FileNotFoundError: a given list does not exist, or there is no training list and the reader
+            has no default ids.
+        ValueError: a list repeats an id, or the training ids are empty.
+    """
+    log = log or logger
+    root = Path(root)
+    train_path = Path(train_list) if train_list is not None else root / "train.list"
+    test_path = Path(test_list) if test_list is not None else root / "test.list"
+    default_test: list[str] = []
+    if train_path.is_file():
+        train_ids = read_id_list(train_path)
+        log.info("train list '%s': %d ids", train_path, len(train_ids))
+    else:
+        missing = MissingInputError(
+            f"training id list '{train_path}' does not exist; the {reader.layout} layout needs a train.list "
+            "(one case id per line) in `input_dir` or passed as `train_list`."
+        )
+        if train_list is not None:
+            raise missing
+        try:
+            train_ids, default_test = (list(ids) for ids in reader.default_ids(root))
+        except MissingInputError as e:
+            raise missing from e
+        log.info(
+            "no train.list in '%s' and no --train_list given: using the %d training and %d test cases the %s %s "
+            "reader finds, sorted by id",
+            root,
+            len(train_ids),
+            len(default_test),
+            reader.name,
+            reader.layout,
+        )
+    if not train_ids:
+        raise InvalidInputError(f"training id list '{train_path}' is empty.")
+    if test_path.is_file():
+        test_ids = read_id_list(test_path)
+    elif test_list is not None:
+        raise MissingInputError(f"`test_list` '{test_path}' does not exist.")
+    else:
+        test_ids = default_test
+        if not test_ids:
+            log.info("no test list at '%s': the test split will be empty", test_path)
+    return train_ids, test_ids
 
 
 def _is_within(path: Path, other: Path) -> bool:

@@ -22,7 +22,7 @@ import pytest
 
 from sasnet_components.data import make_synthetic_la
 from sasnet_components.data.la import prepare_la
-from sasnet_components.data.prepare import CaseData, CaseReader, CaseSource, prepare_cases
+from sasnet_components.data.prepare import CaseData, CaseReader, CaseSource, prepare_cases, read_id_lists
 from sasnet_components.utils.errors import MissingInputError
 
 # expected outputs of prepare_la for _prepare_h5 / _prepare_raw, recorded before the refactoring
@@ -435,3 +435,24 @@ def test_core_default_ids_and_list_checks(toy):
     with pytest.raises(ValueError, match=r"`num_labeled` must be an integer in \[1, 3\]"):
         _run(root, tmp := out.parent / "never", num_labeled=4)
     assert not tmp.exists()
+
+
+def test_read_id_lists(toy):
+    root, _ = toy
+    reader = NpyReader()
+    assert read_id_lists(reader, root) == (["a", "b", "c", "d"], [])  # no list: the reader's default ids
+    (root / "train.list").write_text("c\na\n")
+    assert read_id_lists(reader, root) == (["c", "a"], [])
+    (root / "test.list").write_text("d\n")
+    assert read_id_lists(reader, root) == (["c", "a"], ["d"])
+    with pytest.raises(FileNotFoundError, match="training id list '.*nowhere.list' does not exist"):
+        read_id_lists(reader, root, train_list=root / "nowhere.list")
+    with pytest.raises(FileNotFoundError, match="`test_list` '.*nowhere.list' does not exist"):
+        read_id_lists(reader, root, test_list=root / "nowhere.list")
+    (root / "train.list").unlink()
+    with pytest.raises(FileNotFoundError, match="the npy layout needs a train.list"):
+        read_id_lists(_NoDefaults(), root)
+
+
+class _NoDefaults(NpyReader):
+    default_ids = CaseReader.default_ids
