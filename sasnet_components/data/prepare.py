@@ -63,7 +63,13 @@ A minimal reader, for ``<root>/<id>/image.npy`` + ``label.npy`` at 1 mm::
             label = np.load(source.path.with_name("label.npy")).astype(np.uint8)
             return CaseData(image, label, (1.0, 1.0, 1.0))
 
-    datalist = prepare_cases(NpyReader(), "/data/toy", "data/toy", train_ids, test_ids, num_labeled=4, num_validation=2)
+    reader = NpyReader()
+    train_ids, test_ids = read_id_lists(reader, "/data/toy")  # train.list / test.list, or the reader's default
+    datalist = prepare_cases(reader, "/data/toy", "data/toy", train_ids, test_ids, num_labeled=4, num_validation=2)
+
+A reader whose cases depend on a setting (a seed, a target spacing ...) returns it in
+``parameters``; one whose case spans several files lists them all in ``CaseSource.stamp`` so that
+a change to any of them rewrites the case.
 
 Output (``output_dir``)::
 
@@ -71,6 +77,11 @@ Output (``output_dir``)::
     imagesTs/<id>.nii.gz  labelsTs/<id>.nii.gz   (test cases that are present)
     datalist.json         see build_datalist; paths relative to its folder
     manifest.json         {"version": 2, "cases": {id: record}, "datalists": {name: SHA-256}}
+
+A manifest record holds, in order: ``split``, ``source`` (the CaseSource path), ``source_layout``,
+``source_size``, ``source_mtime_ns``, ``image``, ``label`` (paths relative to ``output_dir``;
+``label`` None without label), the reader's ``parameters``, its ``extra`` fields, ``shape``,
+``spacing``, ``image_sha256``, ``label_sha256``.
 """
 
 from __future__ import annotations
