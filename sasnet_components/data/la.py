@@ -55,27 +55,27 @@ label values outside {0, 1} ...) is refused: it is logged with its reason, the o
 prepared, and the run ends with a ``ValueError`` naming every refused case. No datalist is written
 then (an existing one is left as it was), so no protocol list is silently short of a case: fix
 the files, or remove the ids from the lists, and run again (prepared cases are skipped).
+
+Everything but the LA layouts (finding the cases, reading one case) is the shared preparation
+core :mod:`sasnet_components.data.prepare`; :class:`LAReader` is the LA reader plugged into it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
 
-import nibabel as nib
 import numpy as np
-from tqdm import tqdm
 
-from sasnet_components.data.checks import exception_message, nonfinite_message, read_error
-from sasnet_components.utils.console import log_above_bars
-from sasnet_components.utils.errors import InvalidInputError, MissingInputError, OutputExistsError, UnknownKeyError
-from sasnet_components.utils.io import atomic_path, atomic_write_text, sha256_file
+from sasnet_components.data.checks import read_error
+from sasnet_components.data.prepare import CaseData, CaseReader, CaseSource
+from sasnet_components.data.prepare import build_datalist as core_build_datalist
+from sasnet_components.data.prepare import check_finite, prepare_cases, read_id_list, read_id_lists, resolve_folders
+from sasnet_components.utils.errors import InvalidInputError, MissingInputError, UnknownKeyError
 
 __all__ = [
     "LA_SPACING",
@@ -88,6 +88,7 @@ __all__ = [
     "load_h5_case",
     "load_raw_case",
     "build_datalist",
+    "LAReader",
     "prepare_la",
 ]
 
@@ -108,8 +109,6 @@ _RAW_LABEL = "laendo.nrrd"
 # folders (relative to the input root) searched for raw case folders, in order
 _RAW_TRAIN_FOLDERS = ("", "Training Set", H5_CASE_FOLDER)
 _RAW_TEST_FOLDERS = ("Testing Set", _H5_TEST_FOLDER)
-# 2: non-finite voxels are refused (outputs of version 1 are checked again), datalist checksums recorded
-_MANIFEST_VERSION = 2
 
 _LAYOUTS_HELP = (
     "expected one of two layouts: (1) community h5 layout "
@@ -163,30 +162,6 @@ def detect_layout(input_dir: PathLike) -> str:
     if any(_has_case_file(root / sub if sub else root, _RAW_IMAGE) for sub in _RAW_TRAIN_FOLDERS):
         return "raw"
     raise MissingInputError(f"`input_dir` '{root}' holds no LA case files; {_LAYOUTS_HELP}.")
-
-
-def read_id_list(path: PathLike) -> list[str]:
-    """Read case ids, one per line; surrounding whitespace and empty lines are ignored.
-
-    Args:
-        path: a ``train.list`` / ``test.list`` style text file.
-
-    Returns:
-        The ids in file order.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: an id appears twice.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingInputError(f"case id list '{path}' does not exist.")
-    ids = [line.strip() for line in path.read_text().splitlines()]
-    ids = [i for i in ids if i]
-    dups = sorted(i for i, n in Counter(ids).items() if n > 1)
-    if dups:
-        raise InvalidInputError(f"case id list '{path}' must not repeat ids, got duplicates {dups}.")
-    return ids
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,19 +384,6 @@ def load_raw_case(case_dir: PathLike, case_id: str = "") -> tuple[np.ndarray, np
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _entry(case_id: str, split: str) -> dict[str, str]:
-    suffix = "Tr" if split == "train" else "Ts"
-    return {
-        "case_id": case_id,
-        "image": f"images{suffix}/{case_id}.nii.gz",
-        "label": f"labels{suffix}/{case_id}.nii.gz",
-    }
-
-
 def build_datalist(
     train_ids: Sequence[str],
     test_ids: Sequence[str],
@@ -431,7 +393,8 @@ def build_datalist(
     source_layout: str = "h5",
     num_test_listed: int | None = None,
 ) -> dict[str, Any]:
-    """Build the LA datalist (paths relative to the datalist's folder).
+    """Build the LA datalist (paths relative to the datalist's folder): :func:`prepare.build_datalist
+    <sasnet_components.data.prepare.build_datalist>` with ``name="LA"``.
 
     Args:
         train_ids: ``train.list`` ids in order.
@@ -451,140 +414,18 @@ def build_datalist(
         ValueError: ``num_labeled`` is not in ``[1, len(train_ids)]`` or ``num_validation`` is not in
             ``[0, len(train_ids)]`` (the message names both numbers).
     """
-    n_train = len(train_ids)
-    if not _is_int(num_labeled) or not 1 <= num_labeled <= n_train:
-        raise InvalidInputError(
-            f"`num_labeled` must be an integer in [1, {n_train}] (the number of training cases), got {num_labeled}."
-        )
-    if not _is_int(num_validation) or not 0 <= num_validation <= n_train:
-        raise InvalidInputError(
-            f"`num_validation` must be an integer in [0, {n_train}] (the number of training cases), "
-            f"got {num_validation}."
-        )
-    num_labeled, num_validation = int(num_labeled), int(num_validation)
-    labeled = [_entry(i, "train") for i in train_ids[:num_labeled]]
-    unlabeled = [_entry(i, "train") for i in train_ids[num_labeled:]]
-    validation = [_entry(i, "train") for i in train_ids[n_train - num_validation :]]
-    test = [_entry(i, "test") for i in test_ids]
-    n_listed = len(test_ids) if num_test_listed is None else int(num_test_listed)
-    overlap = n_train - num_validation < num_labeled
-    note = (
-        f"Default (honest) protocol: labeled = first {num_labeled} ids of train.list, unlabeled = the "
-        f"remaining {n_train - num_labeled} (their label paths are kept only for re-splitting and are "
-        f"never read in training). validation = last {num_validation} ids of train.list, a monitoring "
-        "list whose labels only the validation loader reads; these ids ALSO stay in the unlabeled pool, "
-        "so report the final model; to select a checkpoint on them, remove them from the unlabeled pool "
-        f"first. test = the {len(test_ids)} of {n_listed} test.list ids whose data is present; never "
-        "tune anything on them."
+    return core_build_datalist(
+        train_ids, test_ids, num_labeled, num_validation, spacing, source_layout, num_test_listed, name="LA"
     )
-    if overlap:
-        note += " WARNING: the validation ids overlap the labeled ids."
-    return {
-        "name": "LA",
-        "spacing": [float(s) for s in spacing],
-        "source_layout": source_layout,
-        "num_labeled": num_labeled,
-        "protocol_note": note,
-        "labeled": labeled,
-        "unlabeled": unlabeled,
-        "validation": validation,
-        "test": test,
-    }
 
 
 # ---------------------------------------------------------------------------------------------
-# file helpers
+# reader for the preparation core
 # ---------------------------------------------------------------------------------------------
-
-
-def _atomic_save_nifti(array: np.ndarray, spacing: Sequence[float], path: Path) -> str:
-    """Write ``array`` as NIfTI with affine ``diag(spacing, 1)`` atomically; return its SHA-256."""
-    img = nib.Nifti1Image(array, np.diag([float(s) for s in spacing] + [1.0]))
-    img.header.set_xyzt_units("mm")
-    img.header.set_data_dtype(array.dtype)
-    with atomic_path(path, suffix="".join(path.suffixes)) as tmp:  # nibabel picks the format by suffix
-        nib.save(img, str(tmp))
-        digest = sha256_file(tmp)
-    return digest
-
-
-def _atomic_write_json(obj: Any, path: Path) -> str:
-    """Write ``obj`` as indented JSON atomically; return the SHA-256 of the file."""
-    text = json.dumps(obj, indent=2) + "\n"
-    atomic_write_text(path, text)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _is_within(path: Path, other: Path) -> bool:
-    return path == other or other in path.parents
 
 
 def _case_seed(seed: int, case_id: str) -> list[int]:
     return [int(seed), int.from_bytes(hashlib.sha256(case_id.encode("utf-8")).digest()[:8], "little")]
-
-
-def _load_manifest(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
-    """The ``cases`` and ``datalists`` records of a manifest; empty when missing, unreadable or of another version."""
-    if not path.is_file():
-        return {}, {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        logger.warning("ignoring unreadable manifest '%s'; all cases will be rewritten", path)
-        return {}, {}
-    if not isinstance(data, dict) or data.get("version") != _MANIFEST_VERSION:
-        return {}, {}
-    cases, datalists = data.get("cases"), data.get("datalists")
-    return (cases if isinstance(cases, dict) else {}), (datalists if isinstance(datalists, dict) else {})
-
-
-def _is_complete(entry: dict[str, Any] | None, expected: dict[str, Any], out_dir: Path) -> bool:
-    """Whether a manifest entry describes the same source and parameters, with intact output files."""
-    if not entry or any(entry.get(k) != v for k, v in expected.items()):
-        return False
-    for key in ("image", "label"):
-        f = out_dir / entry.get(key, "")
-        if not f.is_file() or sha256_file(f) != entry.get(f"{key}_sha256"):
-            return False
-    return True
-
-
-# ---------------------------------------------------------------------------------------------
-# main entry point
-# ---------------------------------------------------------------------------------------------
-
-
-def _read_case(
-    layout: str, src: Path, case_id: str, seed: int, record: dict[str, Any]
-) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Read, check and (raw layout) preprocess one case; the raw crop is added to ``record``.
-
-    Returns:
-        ``(image, label, spacing)`` as written to the NIfTI files.
-
-    Raises:
-        OSError, ValueError, KeyError: the case cannot be used; the message names the case, its
-            file and what is wrong (unreadable file, non-finite voxels, shapes, label values ...).
-    """
-    if layout == "h5":
-        image, label = load_h5_case(src, case_id)
-        spacing: tuple[float, ...] = LA_SPACING
-    else:
-        image, label, spacing = load_raw_case(src, case_id)
-    for name, array in (("image", image), ("label", label)):
-        problem = nonfinite_message(array)
-        if problem is not None:
-            raise InvalidInputError(f"case '{case_id}': {name} has {problem} in '{src}'; expected finite values.")
-    if layout == "raw":
-        record["raw_shape"] = list(image.shape)
-        try:
-            image, label, box = preprocess_raw_case(
-                image, label, np.random.default_rng(_case_seed(seed, case_id)), return_box=True
-            )
-        except ValueError as e:
-            raise InvalidInputError(f"case '{case_id}' ('{src}'): {e}") from e
-        record["crop_box"] = [list(b) for b in box]
-    return image, label, spacing
 
 
 def _find_case(root: Path, layout: str, case_id: str, folders: Sequence[str]) -> Path | None:
@@ -598,6 +439,91 @@ def _find_case(root: Path, layout: str, case_id: str, folders: Sequence[str]) ->
         elif (base / case_id / _RAW_IMAGE).is_file():
             return base / case_id
     return None
+
+
+class LAReader(CaseReader):
+    """Reader of one LA layout for :func:`~sasnet_components.data.prepare.prepare_cases`.
+
+    Args:
+        layout: ``"h5"`` (cases written unchanged, spacing :data:`LA_SPACING`) or ``"raw"``
+            (:func:`preprocess_raw_case` with seeded crop margins, spacing from the nrrd header).
+        seed: seed of the raw crop margins, recorded per case for the raw layout.
+    """
+
+    name = "LA"
+
+    def __init__(self, layout: str, seed: int = 0) -> None:
+        if layout not in ("h5", "raw"):
+            raise InvalidInputError(f"`layout` must be 'h5' or 'raw', got {layout!r}.")
+        self.layout = layout
+        self.seed = int(seed)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return {"seed": self.seed} if self.layout == "raw" else {}
+
+    def default_ids(self, root: Path) -> tuple[list[str], list[str]]:
+        """Raw layout: all case folders, sorted, as training cases and no test case."""
+        if self.layout == "h5":
+            return super().default_ids(root)
+        found: set[str] = set()
+        for sub in _RAW_TRAIN_FOLDERS:
+            base = root / sub if sub else root
+            if base.is_dir():
+                found.update(d.name for d in base.iterdir() if (d / _RAW_IMAGE).is_file())
+        return sorted(found), []
+
+    def find_cases(
+        self, root: Path, train_ids: Sequence[str], test_ids: Sequence[str]
+    ) -> tuple[list[CaseSource], list[str]]:
+        h5 = self.layout == "h5"
+        train_folders = (H5_CASE_FOLDER, _H5_TEST_FOLDER) if h5 else _RAW_TRAIN_FOLDERS
+        test_folders = train_folders + (() if h5 else _RAW_TEST_FOLDERS)
+        expected_where = f"{H5_CASE_FOLDER}/<id>/{_H5_FILE}" if h5 else f"<id>/{_RAW_IMAGE} (or Training Set/<id>/...)"
+        sources: list[CaseSource] = []
+        for case_id in train_ids:
+            src = _find_case(root, self.layout, case_id, train_folders)
+            if src is None:
+                primary = root / H5_CASE_FOLDER / case_id / _H5_FILE if h5 else root / case_id / _RAW_IMAGE
+                raise MissingInputError(
+                    f"case '{case_id}' of the training list has no data: expected '{primary}' ({expected_where})."
+                )
+            sources.append(self._source(case_id, "train", src))
+        missing_test = []
+        for case_id in test_ids:
+            src = _find_case(root, self.layout, case_id, test_folders)
+            if src is None:
+                missing_test.append(case_id)
+            else:
+                sources.append(self._source(case_id, "test", src))
+        return sources, missing_test
+
+    def _source(self, case_id: str, split: str, src: Path) -> CaseSource:
+        # the raw case is stamped by its image file only, as before the preparation core
+        return CaseSource(case_id, split, src, stamp=(src,) if self.layout == "h5" else (src / _RAW_IMAGE,))
+
+    def read_case(self, source: CaseSource) -> CaseData:
+        """Read, check and (raw layout) preprocess one case; the raw shape and crop box go to the manifest."""
+        case_id, src = source.case_id, source.path
+        if self.layout == "h5":
+            image, label = load_h5_case(src, case_id)
+            return CaseData(image, label, LA_SPACING)
+        image, label, spacing = load_raw_case(src, case_id)
+        check_finite(case_id, src, image=image, label=label)
+        extra: dict[str, Any] = {"raw_shape": list(image.shape)}
+        try:
+            image, label, box = preprocess_raw_case(
+                image, label, np.random.default_rng(_case_seed(self.seed, case_id)), return_box=True
+            )
+        except ValueError as e:
+            raise InvalidInputError(f"case '{case_id}' ('{src}'): {e}") from e
+        extra["crop_box"] = [list(b) for b in box]
+        return CaseData(image, label, spacing, extra)
+
+
+# ---------------------------------------------------------------------------------------------
+# main entry point
+# ---------------------------------------------------------------------------------------------
 
 
 def prepare_la(
@@ -655,195 +581,30 @@ def prepare_la(
     """
     if layout not in LA_LAYOUTS:
         raise InvalidInputError(f"`layout` must be one of {list(LA_LAYOUTS)}, got {layout!r}.")
-    root = Path(input_dir).expanduser()
-    if not root.is_dir():
-        raise MissingInputError(f"`input_dir` '{root}' does not exist or is not a directory; {_LAYOUTS_HELP}.")
-    root = root.resolve()
-    out = Path(output_dir).expanduser().resolve()
-    if _is_within(out, root) or _is_within(root, out):
-        raise InvalidInputError(
-            f"`output_dir` '{out}' must not be, lie inside or contain `input_dir` '{root}'; "
-            "choose an output folder outside the input dataset."
-        )
+    root, _ = resolve_folders(input_dir, output_dir, _LAYOUTS_HELP)
     if layout == "auto":
         layout = detect_layout(root)
     logger.info("LA input '%s': %s layout", root, layout)
+    reader = LAReader(layout, seed)
 
-    # --- id lists -----------------------------------------------------------------------------
-    train_path = Path(train_list) if train_list is not None else root / "train.list"
-    test_path = Path(test_list) if test_list is not None else root / "test.list"
-    if train_path.is_file():
-        train_ids = read_id_list(train_path)
-        logger.info("train list '%s': %d ids", train_path, len(train_ids))
-    elif train_list is not None or layout == "h5":
-        raise MissingInputError(
-            f"training id list '{train_path}' does not exist; the {layout} layout needs a train.list "
-            "(one case id per line) in `input_dir` or passed as `train_list`."
-        )
-    else:
-        found: set[str] = set()
-        for sub in _RAW_TRAIN_FOLDERS:
-            base = root / sub if sub else root
-            if base.is_dir():
-                found.update(d.name for d in base.iterdir() if (d / _RAW_IMAGE).is_file())
-        train_ids = sorted(found)
-        logger.info(
-            "no train.list in '%s' and no --train_list given: using all %d raw case folders, sorted by id, "
-            "as training cases (no test cases)",
-            root,
-            len(train_ids),
-        )
-    if not train_ids:
-        raise InvalidInputError(f"training id list '{train_path}' is empty.")
-    if test_path.is_file():
-        listed_test = read_id_list(test_path)
-    elif test_list is not None:
-        raise MissingInputError(f"`test_list` '{test_path}' does not exist.")
-    else:
-        listed_test = []
-        logger.info("no test list at '%s': the test split will be empty", test_path)
-    both = sorted(set(train_ids) & set(listed_test))
-    if both:
-        raise InvalidInputError(f"ids must not be in both the training and the test list, got {both[:5]} in both.")
-    # validate the split numbers and the datalist's destination before any file is written
-    build_datalist(train_ids, [], num_labeled, num_validation, source_layout=layout)
-    manifest_path = out / "manifest.json"
-    recorded_cases, recorded_datalists = _load_manifest(manifest_path)
-    datalist_path = out / datalist_name
-    if (
-        not overwrite
-        and datalist_path.exists()
-        and (not datalist_path.is_file() or sha256_file(datalist_path) != recorded_datalists.get(datalist_name))
-    ):
-        raise OutputExistsError(
-            f"'{datalist_path}' exists and was not written by prepare_la (its SHA-256 is not the one recorded in "
-            f"'{manifest_path}': written by someone else or by an older version, or edited since); pass --overwrite "
-            "(overwrite=True) to replace it (it also rewrites every case), or choose another --datalist_name or --output_dir."
-        )
-
-    # --- locate cases -------------------------------------------------------------------------
-    train_folders = (H5_CASE_FOLDER, _H5_TEST_FOLDER) if layout == "h5" else _RAW_TRAIN_FOLDERS
-    test_folders = train_folders + (() if layout == "h5" else _RAW_TEST_FOLDERS)
-    expected_where = (
-        f"{H5_CASE_FOLDER}/<id>/{_H5_FILE}" if layout == "h5" else f"<id>/{_RAW_IMAGE} (or Training Set/<id>/...)"
-    )
-    sources: list[tuple[str, str, Path]] = []
-    for case_id in train_ids:
-        src = _find_case(root, layout, case_id, train_folders)
-        if src is None:
-            primary = root / H5_CASE_FOLDER / case_id / _H5_FILE if layout == "h5" else root / case_id / _RAW_IMAGE
-            raise MissingInputError(
-                f"case '{case_id}' of the training list has no data: expected '{primary}' ({expected_where})."
-            )
-        sources.append((case_id, "train", src))
-    present_test, missing_test = [], []
-    for case_id in listed_test:
-        src = _find_case(root, layout, case_id, test_folders)
-        if src is None:
-            missing_test.append(case_id)
-        else:
-            present_test.append(case_id)
-            sources.append((case_id, "test", src))
-    logger.info(
-        "test list: %d ids, %d present, %d missing%s",
-        len(listed_test),
-        len(present_test),
-        len(missing_test),
-        " (the test split holds only the present ones)" if missing_test else "",
-    )
+    train_ids, listed_test = read_id_lists(reader, root, train_list, test_list, log=logger)
     if layout == "raw":
         logger.info(
             "raw preprocessing: crop margins drawn from numpy Generator seeded with (seed=%d, case id): "
             "the output is reproducible for this seed",
             seed,
         )
-
-    # --- write cases --------------------------------------------------------------------------
-    for sub in ("imagesTr", "labelsTr") + (("imagesTs", "labelsTs") if present_test else ()):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    manifest = {} if overwrite else recorded_cases
-    written = skipped = 0
-    spacings: dict[str, list[float]] = {}
-    refused: dict[str, str] = {}
-
-    def save_manifest() -> None:
-        content = {"version": _MANIFEST_VERSION, "cases": manifest, "datalists": recorded_datalists}
-        _atomic_write_json(content, manifest_path)
-
-    if progress:
-        log_above_bars()
-    for case_id, split, src in tqdm(sources, desc="preparing", unit="case", leave=False, disable=not progress):
-        entry = _entry(case_id, split)
-        data_file = src if layout == "h5" else src / _RAW_IMAGE
-        stat = data_file.stat()
-        expected = {
-            "split": split,
-            "source": str(src),
-            "source_layout": layout,
-            "source_size": stat.st_size,
-            "source_mtime_ns": stat.st_mtime_ns,
-            "image": entry["image"],
-            "label": entry["label"],
-        }
-        if layout == "raw":
-            expected["seed"] = int(seed)
-        if not overwrite and _is_complete(manifest.get(case_id), expected, out):
-            skipped += 1
-            spacings[case_id] = manifest[case_id]["spacing"]
-            logger.debug("case %s: complete output found, skipped", case_id)
-            continue
-        record = dict(expected)
-        try:
-            image, label, spacing = _read_case(layout, src, case_id, seed, record)
-        except (OSError, ValueError, KeyError) as e:
-            refused[case_id] = exception_message(e)
-            logger.error("case %s (%s) refused: %s", case_id, split, refused[case_id])
-            continue
-        record["shape"] = list(image.shape)
-        record["spacing"] = [float(s) for s in spacing]
-        record["image_sha256"] = _atomic_save_nifti(image, spacing, out / entry["image"])
-        record["label_sha256"] = _atomic_save_nifti(label, spacing, out / entry["label"])
-        manifest[case_id] = record
-        spacings[case_id] = record["spacing"]
-        written += 1
-        save_manifest()
-        logger.info("case %s (%s): wrote shape %s", case_id, split, tuple(image.shape))
-    save_manifest()
-    logger.info(
-        "cases: %d written, %d skipped (complete output already present), %d refused", written, skipped, len(refused)
+    return prepare_cases(
+        reader,
+        root,
+        output_dir,
+        train_ids,
+        listed_test,
+        num_labeled,
+        num_validation,
+        overwrite=overwrite,
+        datalist_name=datalist_name,
+        progress=progress,
+        program="prepare_la",
+        log=logger,
     )
-    if refused:
-        kept = " (the existing one is left as it was)" if datalist_path.exists() else ""
-        raise InvalidInputError(
-            f"{len(refused)} of {len(sources)} cases refused, {datalist_name} not written{kept}: "
-            + "; ".join(message.rstrip(".") for message in refused.values())
-            + ". Fix or replace these files, or remove their ids from train.list / test.list, and run again "
-            "(prepared cases are kept and skipped)."
-        )
-
-    # --- datalist -----------------------------------------------------------------------------
-    spacing0 = spacings[train_ids[0]]
-    differing = sorted(i for i, s in spacings.items() if not np.allclose(s, spacing0))
-    if differing:
-        logger.warning(
-            "spacing differs between cases (datalist records %s from case %s; differing: %s); each "
-            "NIfTI affine holds its own case's spacing",
-            spacing0,
-            train_ids[0],
-            differing[:5],
-        )
-    datalist = build_datalist(
-        train_ids, present_test, num_labeled, num_validation, spacing0, layout, num_test_listed=len(listed_test)
-    )
-    recorded_datalists[datalist_name] = _atomic_write_json(datalist, datalist_path)
-    save_manifest()
-    logger.info(
-        "datalist: labeled %d / unlabeled %d / validation %d (also in unlabeled) / test %d (%d test ids missing)",
-        len(datalist["labeled"]),
-        len(datalist["unlabeled"]),
-        len(datalist["validation"]),
-        len(datalist["test"]),
-        len(missing_test),
-    )
-    logger.info("wrote '%s'; volumes in '%s' and '%s'", datalist_path, out / "imagesTr", out / "labelsTr")
-    return datalist
