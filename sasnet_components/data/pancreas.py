@@ -89,6 +89,8 @@ PANCREAS_MIN_EXTENT = 96
 #: Ids of the two cases TCIA removed as duplicates, with the usual list that names them.
 TCIA_REMOVED_DUPLICATES: dict[str, str] = {"image0025": "test.list", "image0070": "train.list"}
 
+# mean HU under the label outside this range hints at a misaligned image and label (a warning only)
+_PLAUSIBLE_LABEL_HU = (-20.0, 250.0)
 _H5_FOLDER = "Pancreas_h5"
 _H5_SUFFIX = "_norm.h5"
 _DICOM_FOLDER = "Pancreas-CT"
@@ -481,7 +483,9 @@ def load_pancreas_dicom(
     ImageOrientationPatient, PixelSpacing and ImagePositionPatient; the image is then permuted
     and flipped (``nibabel.orientations``) so that its axes have the orientation of the label
     NIfTI's affine: ``image[i, j, k]`` and ``label[i, j, k]`` are the same voxel. The geometry
-    (spacing) is the label's.
+    (spacing) is the label's. Warnings (logged, not raised): voxel sizes or origins of the two
+    files that disagree, and a mean HU under the label outside [-20, 250] (the pancreas in
+    contrast CT lies well inside; far outside hints at misaligned files).
 
     Args:
         series_dir: folder of the case's DICOM files (one series).
@@ -559,6 +563,14 @@ def load_pancreas_dicom(
             case_id, np.round(moved[:3, 3], 2).tolist(), np.round(label_affine[:3, 3], 2).tolist(),
         )
     _check_pair(image, label, case_id, label_path)
+    if label.any():
+        inside = float(image[label == 1].mean())
+        if not _PLAUSIBLE_LABEL_HU[0] <= inside <= _PLAUSIBLE_LABEL_HU[1]:
+            logger.warning(
+                "case '%s': the mean HU under the label is %.1f, outside %s where the pancreas lies in "
+                "contrast CT; check that image '%s' and label '%s' are aligned",
+                case_id, inside, list(_PLAUSIBLE_LABEL_HU), series_dir, label_path,
+            )
     spacing = (float(zooms[0]), float(zooms[1]), float(zooms[2]))
     return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(label, dtype=np.uint8), spacing
 

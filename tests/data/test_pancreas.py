@@ -375,3 +375,14 @@ def test_real_lists_duplicate_positions():
     assert len(train) == 62 and len(test) == 20
     assert train.index("image0070") == 10 and "image0025" in test
     assert "image0070" not in train[:6]
+
+
+def test_dicom_misalignment_warning(tmp_path, caplog):
+    """A label over air (-1000 HU) logs a warning that image and label may be misaligned."""
+    stored, mask = asymmetric_case()
+    stored[mask == 1] = 24  # -1000 HU
+    write_series(tmp_path / "s", stored)
+    write_label(tmp_path / "l.nii.gz", to_nih_axes(mask), nih_label_affine())
+    with caplog.at_level(logging.WARNING, logger="sasnet_components.data.pancreas"):
+        load_pancreas_dicom(tmp_path / "s", tmp_path / "l.nii.gz", "image0005")
+    assert "case 'image0005'" in caplog.text and "aligned" in caplog.text
