@@ -392,7 +392,6 @@ def _dicom_files(series_dir: Path) -> list[Path]:
 def _read_slices(series_dir: Path, case_id: str) -> list:
     """The CT slices under ``series_dir`` sorted by InstanceNumber, checked for one consistent series."""
     import pydicom
-    from pydicom.errors import InvalidDicomError
 
     if not series_dir.is_dir():
         raise MissingInputError(f"case '{case_id}': DICOM folder '{series_dir}' does not exist.")
@@ -403,7 +402,7 @@ def _read_slices(series_dir: Path, case_id: str) -> list:
     for path in files:
         try:
             ds = pydicom.dcmread(str(path))
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError) as e:
+        except Exception as e:  # InvalidDicomError, OSError, EOFError, struct.error ... on damaged files
             raise read_error(f"case '{case_id}': cannot read DICOM file '{path}'", e) from e
         if "PixelData" not in ds:
             raise InvalidInputError(f"case '{case_id}': DICOM file '{path}' holds no pixel data.")
