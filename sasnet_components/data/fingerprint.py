@@ -144,7 +144,7 @@ def dataset_fingerprint(cases: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     """The dataset's fingerprint from the :func:`case_statistics` of its cases.
 
     Returns:
-        ``{"num_cases", "median_spacing", "median_shape", "median_shape_at_median_spacing",
+        ``{"num_cases", "num_labeled", "median_spacing", "same_spacing", "median_shape", "median_shape_at_median_spacing",
         "intensity": {"p0.5", "p50", "p99.5", "mean", "std", "from"}, "modality",
         "normalisation"}``. The modality is ``"CT"`` when every volume holds whole numbers and
         reaches below -500 (air is -1000 HU), else ``"MR"``. Normalisation: CT clips to the
@@ -168,6 +168,7 @@ def dataset_fingerprint(cases: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         "num_cases": len(cases),
         "num_labeled": sum(1 for c in cases if c["foreground"]),
         "median_spacing": [round(float(s), 4) for s in spacing],
+        "same_spacing": bool(np.allclose([c["spacing"] for c in cases], spacing, atol=1e-3)),
         "median_shape": [int(round(s)) for s in np.median(shapes, axis=0)],
         "median_shape_at_median_spacing": [int(round(s)) for s in np.median(physical, axis=0) / spacing],
         "intensity": {
@@ -228,7 +229,8 @@ def suggest_overrides(
 
     Returns:
         ``{"dataset_dir", "num_labeled", "resample_spacing", "patch_size", "views"}``:
-        ``resample_spacing`` is the median spacing (the prepared files keep each case's own);
+        ``resample_spacing`` is the median spacing (the prepared files keep each case's own), None
+        when every case has it already;
         ``patch_size`` per axis the largest multiple of `divisor` within the median shape at that
         spacing (at least `divisor`); ``views`` the axis swaps the patch allows (three for a cube, the
         in-plane swap for equal first two sides, else the identity only).
@@ -243,7 +245,7 @@ def suggest_overrides(
     return {
         "dataset_dir": str(dataset_dir),
         "num_labeled": int(num_labeled),
-        "resample_spacing": list(fingerprint["median_spacing"]),
+        "resample_spacing": None if fingerprint.get("same_spacing") else list(fingerprint["median_spacing"]),
         "patch_size": patch,
         "views": views,
     }

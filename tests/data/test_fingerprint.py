@@ -67,14 +67,18 @@ def test_fingerprint_of_a_ct_like_dataset_by_hand():
     assert fp["intensity"]["p0.5"] == pytest.approx(100.0) and fp["intensity"]["p99.5"] == pytest.approx(300.0)
     assert fp["normalisation"] == {"method": "clip_zscore", "clip": [100.0, 300.0]}
     overrides = suggest_overrides(fp, "data/mine", num_labeled=1)
-    # median shape 50x50x25 at 1x1x2 mm: multiples of 16 within it: 48x48x16; first two sides equal: in-plane swap
+    # median shape 50x50x25 at 1x1x2 mm: multiples of 16 within it: 48x48x16; first two sides equal: in-plane
+    # swap; every case has the median spacing: no resampling
     assert overrides == {
         "dataset_dir": "data/mine",
         "num_labeled": 1,
-        "resample_spacing": [1.0, 1.0, 2.0],
+        "resample_spacing": None,
         "patch_size": [48, 48, 16],
         "views": [[0, 1, 2], [1, 0, 2]],
     }
+    # a third case at 0.5 x 0.5 x 1 mm: the median stays 1 x 1 x 2, and the cases now need resampling
+    third = case_statistics(np.full((100, 100, 50), -1000, np.int16), None, (0.5, 0.5, 1.0))
+    assert suggest_overrides(dataset_fingerprint(stats + [third]), "d", 1)["resample_spacing"] == [1.0, 1.0, 2.0]
 
 
 def test_mr_like_dataset_and_large_volumes():
