@@ -192,6 +192,30 @@ def test_monailabel_export_windows_hounsfield_units(trained, tmp_path):
     label = parser.get_parsed_content("postprocessing")(data)["pred"]
     assert tuple(label.shape[1:]) == nib.load(str(image)).shape
 
+    # the exported training config with the keys MONAI Label's BundleTrainTask sets: 2 labeled CT pairs,
+    # 1 unlabeled scan of the same folder, HU window and z-score on both streams
+    studies = tmp_path / "studies"
+    (studies / "labels").mkdir(parents=True)
+    pairs = []
+    for i in range(3):
+        _write_ct(studies / f"ct{i}.nii.gz", (34, 34, 34), np.diag([1.2, 1.2, 1.2, 1.0]), seed=i)
+        if i < 2:
+            mask = np.zeros((34, 34, 34), np.uint8)
+            mask[10:22, 12:24, 8:20] = 1
+            nib.save(nib.Nifti1Image(mask, np.diag([1.2, 1.2, 1.2, 1.0])), str(studies / "labels" / f"ct{i}.nii.gz"))
+            pairs.append({"image": str(studies / f"ct{i}.nii.gz"), "label": str(studies / "labels" / f"ct{i}.nii.gz")})
+    run(
+        "run",
+        config_file=str(bundle / "configs" / "train.yaml"),
+        **{
+            "bundle_root": str(bundle), "device": "cpu", "amp": False, "num_workers": 0,
+            "train#trainer#max_epochs": 1, "train#dataset#data": pairs, "validate#dataset#data": [],
+            "batch_size": 2, "labeled_batch_size": 1,
+        },
+    )  # fmt: skip
+    state = torch.load(bundle / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 2 and (bundle / "models" / "model.pt").is_file()
+
 
 def test_export_script_takes_the_bundle(trained, tmp_path):
     script = str(REPO / "scripts" / "export_monailabel.py")
