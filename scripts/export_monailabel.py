@@ -7,10 +7,14 @@ app when ``<app_dir>`` has no ``main.py``), or only the bundle folder with ``--o
 ``configs/metadata.json``, ``docs/README.md``, ``sasnet_export.json`` (the files it wrote). Settings
 of the bundle the checkpoint was trained with are passed as bundle overrides. ``--overwrite true``
 replaces only an unchanged earlier export; any other folder is refused and left as it is. A refused
-request ends with its reason as the last line and exit status 2. See bundles/la/docs/monailabel.md.
+request ends with its reason as the last line and exit status 2. Any SASNet bundle of this repository
+(``--bundle``, default ``bundles/la``); its name in the app is ``sasnet_<bundle folder name>`` unless
+``--name`` says otherwise. See bundles/la/docs/monailabel.md and bundles/pancreas/docs/monailabel.md.
 
 Usage:
     python scripts/export_monailabel.py --checkpoint bundles/la/models/model.pt --app_dir apps/sasnet
+    python scripts/export_monailabel.py --bundle bundles/pancreas --checkpoint bundles/pancreas/models/model.pt \
+        --app_dir apps/sasnet
     python scripts/export_monailabel.py --checkpoint demo_output/model.pt --output_dir /tmp/sasnet_la \
         --network_def#n_filters 4 --patch_size "[48,48,32]"
 """
@@ -40,26 +44,35 @@ def export(
     checkpoint: str,
     app_dir: Optional[str] = None,
     output_dir: Optional[str] = None,
-    name: str = "sasnet_la",
-    bundle_dir: str = str(BUNDLE),
+    name: Optional[str] = None,
+    bundle: Optional[str] = None,
+    bundle_dir: Optional[str] = None,
     overwrite: bool = False,
     sample_app: Optional[str] = None,
     **override: Any,
 ) -> None:
-    """Export `checkpoint` of the bundle at `bundle_dir` for MONAI Label.
+    """Export `checkpoint` of the bundle at `bundle` for MONAI Label.
 
     Args:
         checkpoint: network weights (models/model.pt) or a training checkpoint (runs/checkpoints/*.pt).
         app_dir: MONAI Label app folder; the bundle goes to <app_dir>/model/<name>.
         output_dir: the bundle folder to write instead (exactly one of app_dir, output_dir).
-        name: the bundle's name in the app (it must not contain deepedit, deepgrow, detection or classification).
-        bundle_dir: the SASNet bundle whose configs are exported.
+        name: the bundle's name in the app (it must not contain deepedit, deepgrow, detection or classification);
+            default ``sasnet_<bundle folder name>`` (``sasnet_la``, ``sasnet_pancreas``).
+        bundle: the SASNet bundle whose configs are exported (default: bundles/la of this repository).
+        bundle_dir: the same as `bundle` (its former name; pass one of them).
         overwrite: replace an earlier export of this script (unchanged, with nothing else in its folder).
         sample_app: MONAI Label's sample monaibundle app folder (default: the installed one).
         override: bundle config overrides, e.g. --network_def#n_filters 4.
     """
     if (app_dir is None) == (output_dir is None):
         raise InvalidInputError(f"pass exactly one of --app_dir and --output_dir, got app_dir={app_dir!r}, output_dir={output_dir!r}.")
+    if bundle is not None and bundle_dir is not None and Path(bundle).resolve() != Path(bundle_dir).resolve():
+        raise InvalidInputError(f"--bundle {bundle!r} and --bundle_dir {bundle_dir!r} name different bundles; pass one.")
+    bundle_dir = str(bundle or bundle_dir or BUNDLE)
+    if not (Path(bundle_dir) / "configs" / "train.yaml").is_file():
+        raise InvalidInputError(f"--bundle {bundle_dir!r} is not a SASNet bundle folder: it has no configs/train.yaml.")
+    name = name if name is not None else f"sasnet_{Path(bundle_dir).resolve().name}"
     export_network(bundle_dir, checkpoint, **override)  # the checkpoint fits, before any folder is made
     if app_dir is not None:
         if any(word in name for word in ("deepedit", "deepgrow", "detection", "classification")):

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, NibabelWriter
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityRanged
 
 from sasnet_components.data.checks import error_reason, nonfinite_message
-from sasnet_components.utils.errors import InvalidInputError, MissingInputError
+from sasnet_components.utils.errors import InvalidInputError, MissingInputError, check_option
 from sasnet_components.utils.io import atomic_path, check_output_folder
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "case_id_of",
     "inference_datalist",
     "inference_report",
+    "intensity_transforms",
     "output_path",
 ]
 
@@ -41,6 +42,48 @@ logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 OUTPUT_EXT = ".nii.gz"
+INTENSITY_OPTIONS = ("none", "zscore", "window_zscore")
+
+
+def intensity_transforms(
+    intensity: str, window: Optional[Sequence[float]] = None, keys: KeysCollection = "image"
+) -> List[MapTransform]:
+    """The intensity preprocessing of an inference input, as the bundles' ``--intensity`` names it.
+
+    - ``"none"``: nothing (inputs prepared as the training volumes were, e.g. z-scored LA volumes);
+    - ``"zscore"``: z-score over the whole volume (a raw MR scan);
+    - ``"window_zscore"``: clip to `window` (e.g. HU ``[-125, 275]``), scale it to [0, 1], then z-score
+      over the whole volume (a raw CT scan, as the Pancreas-CT preparation does before its z-score).
+
+    Args:
+        intensity: one of :data:`INTENSITY_OPTIONS`.
+        window: ``[low, high]`` with low < high; used (and required) by ``"window_zscore"`` only.
+        keys: the image key(s).
+
+    Returns:
+        MONAI transforms (none of them spatial: ``Invertd`` passes over them).
+
+    Raises:
+        ValueError: an unknown `intensity`, or ``"window_zscore"`` without a valid `window`.
+    """
+    intensity = check_option(intensity, INTENSITY_OPTIONS, "`intensity`")
+    if intensity == "none":
+        return []
+    if intensity == "zscore":
+        return [NormalizeIntensityd(keys=keys)]
+    try:
+        low, high = (float(v) for v in window)  # type: ignore[union-attr]
+        valid = low < high and all(np.isfinite([low, high]))
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise InvalidInputError(
+            f"`intensity_window` must be [low, high] with low < high for `intensity` 'window_zscore', got {window!r}."
+        )
+    return [
+        ScaleIntensityRanged(keys=keys, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True),
+        NormalizeIntensityd(keys=keys),
+    ]
 
 
 def case_id_of(path: Union[str, os.PathLike]) -> str:

@@ -54,6 +54,7 @@ MONAILABEL_INFERENCE_KEYS = {
     "inference_overlap": "inference_overlap",
     "inference_mode": "inference_mode",
     "sw_batch_size": "inference_sw_batch_size",
+    "intensity_window": "intensity_window",  # CT bundles (Pancreas-CT): copied only where the MONAI Label config has it
 }
 
 # the file in every exported bundle folder that lists what the export wrote (relative path -> sha256)
@@ -386,6 +387,13 @@ CHECKPOINT_HINT = (
 )
 
 
+def _checkpoint_hint(bundle: Path, parser: ConfigParser) -> str:
+    """How to get a checkpoint of `bundle`: :data:`CHECKPOINT_HINT` for LA, else the bundle's ``model_checkpoint_hint``."""
+    if bundle.name == "la" or "model_checkpoint_hint" not in parser:
+        return CHECKPOINT_HINT
+    return str(parser.get("model_checkpoint_hint"))
+
+
 def _bundle_parser(bundle: Path, override: Mapping[str, Any]) -> ConfigParser:
     """The bundle's train.yaml + inference.yaml with `override` applied and its keys checked."""
     configs = bundle / "configs"
@@ -409,13 +417,15 @@ def export_network(bundle_dir: PathLike, checkpoint: PathLike, **override: Any) 
         MissingInputError, InvalidInputError: a missing or unreadable checkpoint, or one whose weights do not fit
             the network (:func:`sasnet_components.utils.check_checkpoint`, naming ``checkpoint`` and how to get one).
     """
-    return _network_with_weights(_bundle_parser(Path(bundle_dir).resolve(), override), checkpoint)
+    bundle = Path(bundle_dir).resolve()
+    parser = _bundle_parser(bundle, override)
+    return _network_with_weights(parser, checkpoint, _checkpoint_hint(bundle, parser))
 
 
-def _network_with_weights(parser: ConfigParser, checkpoint: PathLike) -> torch.nn.Module:
+def _network_with_weights(parser: ConfigParser, checkpoint: PathLike, hint: str = CHECKPOINT_HINT) -> torch.nn.Module:
     """``network_def`` of `parser` holding the weights of `checkpoint`, in eval mode (see :func:`export_network`)."""
     network = parser.get_parsed_content("network_def", instantiate=True)
-    load_model_weights(checkpoint, "checkpoint", network, hint=CHECKPOINT_HINT)
+    load_model_weights(checkpoint, "checkpoint", network, hint=hint)
     return network.eval()
 
 
@@ -487,7 +497,7 @@ def export_monailabel_bundle(
     _check_output_dir(out, overwrite)
 
     parser = _bundle_parser(bundle, override)
-    network = _network_with_weights(parser, ckpt)
+    network = _network_with_weights(parser, ckpt, _checkpoint_hint(bundle, parser))
     scripted = torch.jit.script(network)
     in_channels, spatial_dims = (int(parser.get_parsed_content(f"network_def#{k}")) for k in ("in_channels", "spatial_dims"))
     probe = torch.randn(1, in_channels, *([32] * spatial_dims))
@@ -498,14 +508,16 @@ def export_monailabel_bundle(
 
     infer_cfg = ConfigParser.load_config_file(str(configs / "monailabel" / "inference.yaml"))
     for key, source in MONAILABEL_INFERENCE_KEYS.items():
-        infer_cfg[key] = parser.get_parsed_content(source)
+        if key in infer_cfg or key != "intensity_window":
+            infer_cfg[key] = parser.get_parsed_content(source)
     infer_cfg["network_def"] = _parsed_network_def(parser)
     train_files = [str(configs / "train.yaml"), str(configs / "monailabel" / "train.yaml")]
     train_cfg = ConfigParser(ConfigParser.load_config_files(train_files))
     for key, value in override.items():
         train_cfg[key] = value
-    for key in ("inference_spacing", "inference_axcodes"):
-        train_cfg[key] = infer_cfg[key]
+    for key in ("inference_spacing", "inference_axcodes", "intensity_window"):
+        if key in train_cfg or key != "intensity_window":
+            train_cfg[key] = infer_cfg[key]
     metadata = json.loads((configs / "metadata.json").read_text())
 
     out.parent.mkdir(parents=True, exist_ok=True)
