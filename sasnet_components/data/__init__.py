@@ -4,6 +4,7 @@ from .datalist import PROTOCOLS, evaluation_datalist, semi_supervised_datalists
 from .datastore import datastore_datalists
 from .device_loader import DeviceBatchLoader
 from .inference import SplitPredictiond, inference_datalist
+from .nifti_folders import prepare_nifti_folders
 from .pack import decode_image, encode_image, join_file, pack_dataset, split_file, unpack_dataset
 from .samplers import SeededDataset, TwoStreamBatchSampler
 from .sliding_window import overlap_for_stride, paper_window_positions
@@ -26,6 +27,7 @@ __all__ = [
     "overlap_for_stride",
     "pack_dataset",
     "paper_window_positions",
+    "prepare_nifti_folders",
     "semi_supervised_datalists",
     "split_file",
     "unpack_dataset",
