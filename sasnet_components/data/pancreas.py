@@ -1,7 +1,8 @@
-"""Reading and preprocessing of one NIH Pancreas-CT case, and discovery of the cases under a root folder.
+"""NIH Pancreas-CT: reading and preprocessing of one case, discovery of the cases, and dataset preparation.
 
-These are pure per-case functions (no output is written); a preparation loop (manifest, datalist,
-atomic writes) calls them. Two input layouts are accepted, because users hold one or the other:
+The per-case functions write nothing; :func:`prepare_pancreas` (the preparation core with
+:class:`PancreasReader`, see the end of this docstring) calls them and writes the output. Two
+input layouts are accepted, because users hold one or the other:
 
 ``"h5"`` (community files, the output of MC-Net's preprocessing notebook)::
 
@@ -39,20 +40,39 @@ first 12 ids of ``train.list`` and dropping the missing one gives 11 labeled cas
 labeled set minus one); dropping it first and then taking 12 makes ``image0048`` (the 13th id)
 labeled instead. The 10 % protocol (first 6) is unchanged either way, and the test split has 19
 cases without ``image0025``.
+
+Preparation: :class:`PancreasReader` plugs both layouts into the shared preparation core
+(:mod:`sasnet_components.data.prepare`) and :func:`prepare_pancreas` (``scripts/prepare_pancreas.py``)
+writes NIfTI volumes, a manifest and the datalist. It filters absent removed duplicates out of
+the lists first and then takes the first ``num_labeled`` ids: without ``image0070`` the 12 labeled
+cases are the literature's other 11 plus ``image0048``. The literature's lists ship with the
+package (``sasnet_components/data/splits/pancreas_{train,test}.list``) and are used when the
+input has no ``train.list``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from sasnet_components.data.checks import nonfinite_message, read_error
+from sasnet_components.data.prepare import (
+    CaseData,
+    CaseReader,
+    CaseSource,
+    prepare_cases,
+    read_id_list,
+    read_id_lists,
+    resolve_folders,
+)
 from sasnet_components.utils.errors import InvalidInputError, MissingInputError, UnknownKeyError
 
 __all__ = [
@@ -71,6 +91,10 @@ __all__ = [
     "window_hu",
     "pancreas_crop_box",
     "preprocess_pancreas",
+    "PANCREAS_LAYOUTS",
+    "PancreasDicomSource",
+    "PancreasReader",
+    "prepare_pancreas",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +112,11 @@ PANCREAS_CROP_MARGIN = 25
 PANCREAS_MIN_EXTENT = 96
 #: Ids of the two cases TCIA removed as duplicates, with the usual list that names them.
 TCIA_REMOVED_DUPLICATES: dict[str, str] = {"image0025": "test.list", "image0070": "train.list"}
+#: Accepted values of ``layout`` for :func:`prepare_pancreas`.
+PANCREAS_LAYOUTS: tuple[str, ...] = ("auto", "h5", "raw")
+#: The literature's split lists shipped in ``sasnet_components/data/splits/`` (62 and 20 ids).
+PANCREAS_TRAIN_LIST = "pancreas_train.list"
+PANCREAS_TEST_LIST = "pancreas_test.list"
 
 # mean HU under the label outside this range hints at a misaligned image and label (a warning only)
 _PLAUSIBLE_LABEL_HU = (-20.0, 250.0)
@@ -741,3 +770,278 @@ def preprocess_pancreas(
     if return_box:
         return image, lab, ((x0, x1), (y0, y1))
     return image, lab
+
+
+# ---------------------------------------------------------------------------------------------
+# reader for the preparation core, and the preparation entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def _pancreas_split_path(name: str) -> Path:
+    return Path(__file__).resolve().parent / "splits" / name
+
+
+@dataclass(frozen=True)
+class PancreasDicomSource(CaseSource):
+    """A raw case: ``path`` is the DICOM folder, ``stamp`` is ``(label_path,)``.
+
+    Its stamp covers the label file and every ``*.dcm`` file under ``path`` without recording
+    one size and time per slice (a series has 100-800 files): see :meth:`stamp_fields`.
+    """
+
+    @property
+    def label_path(self) -> Path:
+        return self.stamp[0]
+
+    def stamp_fields(self) -> dict[str, Any]:
+        """``source_size`` ``[label bytes, DICOM bytes]``, ``source_mtime_ns`` ``[label, newest DICOM file]``,
+        ``dicom_files`` (their number) and ``dicom_stamp_sha256``: SHA-256 of the label path and of
+        each DICOM file's relative path, size and mtime (ns), in sorted path order.
+
+        Adding, removing, renaming, rewriting or touching any file of the case changes the record
+        (a file rewritten in place keeping its size and mtime is the one change it cannot see).
+        """
+        label = self.label_path.stat()
+        digest = hashlib.sha256(f"{self.label_path}\t{label.st_size}\t{label.st_mtime_ns}\n".encode("utf-8"))
+        total, newest, count = 0, 0, 0
+        for path in _dicom_files(self.path):
+            st = path.stat()
+            total, newest, count = total + st.st_size, max(newest, st.st_mtime_ns), count + 1
+            digest.update(f"{path.relative_to(self.path).as_posix()}\t{st.st_size}\t{st.st_mtime_ns}\n".encode("utf-8"))
+        return {
+            "source_size": [label.st_size, total],
+            "source_mtime_ns": [label.st_mtime_ns, newest],
+            "dicom_files": count,
+            "dicom_stamp_sha256": digest.hexdigest(),
+        }
+
+
+class PancreasReader(CaseReader):
+    """Reader of one Pancreas-CT layout for :func:`~sasnet_components.data.prepare.prepare_cases`.
+
+    Args:
+        layout: ``"h5"`` (community ``<id>_norm.h5`` files written unchanged, 1 mm) or ``"raw"``
+            (:func:`load_pancreas_dicom` then :func:`preprocess_pancreas`; the manifest records
+            ``label_source``, ``raw_shape``, ``raw_spacing``, ``resampled_shape`` and ``crop_box``
+            (in the resampled volume), and the preprocessing constants as parameters).
+
+    Stamps: an h5 case is stamped by its file; a raw case by :class:`PancreasDicomSource` (label
+    file plus a digest of the names, sizes and mtimes of all its ``*.dcm`` files).
+    """
+
+    name = "Pancreas"
+
+    def __init__(self, layout: str) -> None:
+        if layout not in ("h5", "raw"):
+            raise InvalidInputError(f"`layout` must be 'h5' or 'raw', got {layout!r}.")
+        self.layout = layout
+        self._found: dict[Path, dict[str, Union[Path, tuple[Path, Path]]]] = {}
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        if self.layout == "h5":
+            return {}
+        return {
+            "hu_window": list(PANCREAS_HU_WINDOW),
+            "crop_margin": PANCREAS_CROP_MARGIN,
+            "min_extent": PANCREAS_MIN_EXTENT,
+        }
+
+    def default_ids(self, root: Path) -> tuple[list[str], list[str]]:
+        """The literature's split shipped with the package: 62 training and 20 test ids."""
+        return read_id_list(_pancreas_split_path(PANCREAS_TRAIN_LIST)), read_id_list(
+            _pancreas_split_path(PANCREAS_TEST_LIST)
+        )
+
+    def cases(self, root: PathLike) -> dict[str, Union[Path, tuple[Path, Path]]]:
+        """:func:`find_pancreas_cases` of ``root`` for this layout (searched once per root)."""
+        root = Path(root)
+        if root not in self._found:
+            self._found[root] = find_pancreas_cases(root, self.layout)
+        return self._found[root]
+
+    def expected_where(self, root: Path, case_id: str) -> str:
+        """Where the files of ``case_id`` are expected, for messages."""
+        number = case_id[len("image") :] if case_id.startswith("image") else case_id
+        if self.layout == "h5":
+            return f"'{root / _H5_FOLDER / (case_id + _H5_SUFFIX)}' (or '{root / (case_id + _H5_SUFFIX)}')"
+        return (
+            f"a DICOM series under '{root / _DICOM_FOLDER / ('PANCREAS_' + number)}' and the label "
+            f"'{root / _LABEL_FOLDERS[0] / ('label' + number + '.nii.gz')}'"
+        )
+
+    def find_cases(
+        self, root: Path, train_ids: Sequence[str], test_ids: Sequence[str]
+    ) -> tuple[list[CaseSource], list[str]]:
+        found = self.cases(root)
+        sources: list[CaseSource] = []
+        missing_test: list[str] = []
+        for split, ids in (("train", train_ids), ("test", test_ids)):
+            for case_id in ids:
+                src = found.get(case_id)
+                if src is None:
+                    if split == "test":
+                        missing_test.append(case_id)
+                        continue
+                    raise MissingInputError(
+                        f"case '{case_id}' of the training list has no data: expected "
+                        f"{self.expected_where(root, case_id)}."
+                    )
+                if isinstance(src, tuple):
+                    sources.append(PancreasDicomSource(case_id, split, src[0], stamp=(src[1],)))
+                else:
+                    sources.append(CaseSource(case_id, split, src))
+        return sources, missing_test
+
+    def read_case(self, source: CaseSource) -> CaseData:
+        """Read and check one case; a raw case is preprocessed, its shapes and crop box go to the manifest."""
+        case_id = source.case_id
+        if self.layout == "h5":
+            image, label, spacing = load_pancreas_h5(source.path, case_id)
+            return CaseData(image, label, spacing)
+        label_path = source.stamp[0]
+        image_hu, label, spacing = load_pancreas_dicom(source.path, label_path, case_id)
+        extra: dict[str, Any] = {
+            "label_source": str(label_path),
+            "raw_shape": list(image_hu.shape),
+            "raw_spacing": [float(s) for s in spacing],
+        }
+        try:
+            image, label, box = preprocess_pancreas(image_hu, label, spacing, return_box=True)
+        except ValueError as e:
+            raise InvalidInputError(f"case '{case_id}' ('{source.path}', '{label_path}'): {e}") from e
+        extra["resampled_shape"] = [int(round(n * s)) for n, s in zip(image_hu.shape, spacing)]
+        extra["crop_box"] = [list(b) for b in box]
+        return CaseData(image, label, PANCREAS_SPACING, extra)
+
+
+def prepare_pancreas(
+    input_dir: PathLike,
+    output_dir: PathLike,
+    num_labeled: int = 12,
+    num_validation: int = 6,
+    overwrite: bool = False,
+    layout: str = "auto",
+    train_list: Optional[PathLike] = None,
+    test_list: Optional[PathLike] = None,
+    datalist_name: str = "datalist.json",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Convert NIH Pancreas-CT to NIfTI and write the semi-supervised datalist.
+
+    Everything but the Pancreas layouts (output files, manifest, skip on re-run, refused cases,
+    datalist) is :func:`~sasnet_components.data.prepare.prepare_cases`; the output is that of
+    :func:`prepare_la <sasnet_components.data.la.prepare_la>` with ``"name": "Pancreas"``, 1 mm spacing.
+
+    Lists: ``train_list`` / ``test_list``, else ``<input_dir>/train.list`` / ``test.list``, else
+    the literature's split shipped with the package (``sasnet_components/data/splits/
+    pancreas_train.list``: 62 ids, ``pancreas_test.list``: 20 ids; the test list is taken from
+    there only when the training list is too).
+
+    Cases TCIA removed as duplicates (:data:`TCIA_REMOVED_DUPLICATES`: ``image0070`` of the usual
+    ``train.list``, ``image0025`` of ``test.list``) that are absent are reported
+    (:func:`missing_pancreas_cases`) and dropped from the lists BEFORE the split: the labeled cases
+    are the first ``num_labeled`` present ids. With the usual lists and ``num_labeled=12`` (20 %)
+    a download without ``image0070`` therefore labels the literature's other 11 labeled cases plus
+    ``image0048`` (the 13th id), so the protocol keeps 12 labeled cases; ``num_labeled=6`` (10 %)
+    is unchanged, and the test split has 19 cases without ``image0025``. This is logged. Any other
+    training id without data is an error (a test id without data is left out and logged).
+
+    Args:
+        input_dir: dataset root in the h5 or raw layout (see the module docstring). Never written.
+        output_dir: destination; must not be, contain or lie inside ``input_dir``. Created if needed.
+        num_labeled: labeled = first ``num_labeled`` present training ids (12 = the 20 % setting
+            of the 62 training cases, 6 = 10 %); the rest are unlabeled.
+        num_validation: validation (monitoring) list = last ``num_validation`` training ids; they
+            also stay in the unlabeled pool. Default 6: about 10 % of the 62 training cases, as
+            LA's 8 of 80, and disjoint from the first 12 (labeled) ids of the usual list.
+        overwrite: rewrite every case even when complete, and replace a datalist not written here.
+        layout: ``"auto"`` (:func:`detect_pancreas_layout`), ``"h5"`` or ``"raw"``.
+        train_list: training id list instead of ``<input_dir>/train.list``.
+        test_list: test id list instead of ``<input_dir>/test.list``.
+        datalist_name: file name of the datalist in ``output_dir``.
+        progress: show a progress bar of the cases on stderr.
+
+    Returns:
+        The datalist written to ``output_dir / datalist_name``.
+
+    Raises:
+        FileNotFoundError: ``input_dir`` is missing or holds neither layout; a given list is
+            missing; a training id other than the removed duplicates has no data (the message
+            names the id and the expected files).
+        FileExistsError: the datalist exists, was not written by prepare_pancreas (or was edited
+            since) and ``overwrite`` is false; raised before any file is written.
+        ValueError: the folders overlap; bad ``layout`` / ``num_labeled`` / ``num_validation``; an
+            id in both lists; after all other cases are prepared, one or more cases were refused
+            (unreadable DICOM or label file, non-finite voxels, shapes that differ ...): the
+            message names each case and why, and no datalist is written.
+
+    Example:
+        >>> datalist = prepare_pancreas("/data/Pancreas", "data/pancreas")  # doctest: +SKIP
+        >>> len(datalist["labeled"]), len(datalist["unlabeled"]), len(datalist["test"])  # doctest: +SKIP
+        (12, 50, 20)
+    """
+    if layout not in PANCREAS_LAYOUTS:
+        raise InvalidInputError(f"`layout` must be one of {list(PANCREAS_LAYOUTS)}, got {layout!r}.")
+    root, _ = resolve_folders(input_dir, output_dir, _LAYOUTS_HELP)
+    if layout == "auto":
+        layout = detect_pancreas_layout(root)
+    logger.info("Pancreas-CT input '%s': %s layout", root, layout)
+    reader = PancreasReader(layout)
+
+    if train_list is None and not (root / "train.list").is_file():
+        train_list = _pancreas_split_path(PANCREAS_TRAIN_LIST)
+        if test_list is None and not (root / "test.list").is_file():
+            test_list = _pancreas_split_path(PANCREAS_TEST_LIST)
+        logger.info(
+            "no train.list in '%s' and no --train_list given: using the literature's split shipped with the "
+            "package ('%s', '%s')",
+            root,
+            train_list,
+            test_list if test_list is not None else root / "test.list",
+        )
+    train_name = Path(train_list).name if train_list is not None else "train.list"
+    test_name = Path(test_list).name if test_list is not None else "test.list"
+    train_ids, test_ids = read_id_lists(reader, root, train_list, test_list, log=logger)
+
+    found = reader.cases(root)
+    missing_train = missing_pancreas_cases(train_ids, found, train_name, num_labeled=num_labeled)
+    missing_pancreas_cases(test_ids, found, test_name)
+    dropped = [i for i in missing_train if i in TCIA_REMOVED_DUPLICATES]
+    if dropped:
+        listed_train = train_ids
+        train_ids = [i for i in train_ids if i not in dropped]
+        moved_in = []
+        if _is_count(num_labeled):
+            moved_in = [i for i in train_ids[: int(num_labeled)] if i not in listed_train[: int(num_labeled)]]
+        logger.warning(
+            "%s: %s dropped (removed by TCIA as duplicate scans) before the split: the labeled cases are the "
+            "first %s present ids%s",
+            train_name,
+            ", ".join(dropped),
+            num_labeled,
+            f"; {', '.join(moved_in)} moved into the labeled set" if moved_in else "",
+        )
+    num_test_listed = len(test_ids)
+    test_ids = [i for i in test_ids if not (i in TCIA_REMOVED_DUPLICATES and i not in found)]
+    return prepare_cases(
+        reader,
+        root,
+        output_dir,
+        train_ids,
+        test_ids,
+        num_labeled,
+        num_validation,
+        overwrite=overwrite,
+        datalist_name=datalist_name,
+        progress=progress,
+        num_test_listed=num_test_listed,
+        program="prepare_pancreas",
+        train_list_name=train_name,
+        test_list_name=test_name,
+        log=logger,
+    )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and int(value) >= 0

@@ -6,7 +6,11 @@ All data are small synthetic files written to ``tmp_path``: CT series written wi
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import logging
+import os
+import re
 from pathlib import Path
 
 import h5py
@@ -17,6 +21,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from sasnet_components.data.pancreas import (
+    PancreasReader,
     detect_pancreas_layout,
     find_pancreas_cases,
     load_pancreas_dicom,
@@ -24,6 +29,7 @@ from sasnet_components.data.pancreas import (
     missing_pancreas_cases,
     pancreas_case_id,
     pancreas_crop_box,
+    prepare_pancreas,
     preprocess_pancreas,
     resample_to_1mm,
     window_hu,
@@ -386,3 +392,156 @@ def test_dicom_misalignment_warning(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="sasnet_components.data.pancreas"):
         load_pancreas_dicom(tmp_path / "s", tmp_path / "l.nii.gz", "image0005")
     assert "case 'image0005'" in caplog.text and "aligned" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------
+# preparation: PancreasReader, prepare_pancreas, scripts/prepare_pancreas.py
+# ---------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _load_cli():
+    spec = importlib.util.spec_from_file_location("prepare_pancreas_script", REPO / "scripts" / "prepare_pancreas.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _h5_dataset(root: Path, numbers, train, test) -> dict[str, np.ndarray]:
+    """Tiny community h5 cases ``image<NNNN>_norm.h5`` and the two lists; returns the images by id."""
+    images = {}
+    for n in numbers:
+        rng = np.random.default_rng(n)
+        image = rng.normal(size=(8, 7, 4)).astype(np.float32)
+        label = (image > 0.5).astype(np.uint8)
+        case_id = f"image{n:04d}"
+        write_h5(root / "Pancreas_h5" / f"{case_id}_norm.h5", image, label)
+        images[case_id] = image
+    (root / "train.list").write_text("".join(f"{i}\n" for i in train))
+    (root / "test.list").write_text("".join(f"{i}\n" for i in test))
+    return images
+
+
+def _ids(datalist, role):
+    return [e["case_id"] for e in datalist[role]]
+
+
+def test_prepare_pancreas_h5_end_to_end_and_rerun(tmp_path, caplog):
+    root, out = tmp_path / "in", tmp_path / "out"
+    ids = [f"image{n:04d}" for n in range(1, 7)]
+    images = _h5_dataset(root, range(1, 7), ids[:4], ids[4:])
+    datalist = prepare_pancreas(root, out, num_labeled=2, num_validation=1)
+    assert datalist["name"] == "Pancreas" and datalist["source_layout"] == "h5" and datalist["spacing"] == [1.0] * 3
+    assert _ids(datalist, "labeled") == ids[:2] and _ids(datalist, "unlabeled") == ids[2:4]
+    assert _ids(datalist, "validation") == ids[3:4] and _ids(datalist, "test") == ids[4:]
+    assert json.loads((out / "datalist.json").read_text()) == datalist
+    written = nib.load(str(out / "imagesTs" / "image0006.nii.gz"))
+    assert np.array_equal(np.asarray(written.dataobj), images["image0006"])
+    assert np.allclose(np.diag(written.affine), [1, 1, 1, 1])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(manifest["cases"]) == ids and manifest["cases"]["image0005"]["split"] == "test"
+    with caplog.at_level(logging.INFO, logger="sasnet_components.data.pancreas"):
+        prepare_pancreas(root, out, num_labeled=2, num_validation=1)
+    assert "0 written, 6 skipped" in caplog.text
+
+
+def test_prepare_pancreas_removed_duplicates_and_missing_ids(tmp_path, caplog):
+    root = tmp_path / "in"
+    train = ["image0001", "image0002", "image0070", "image0003", "image0004"]
+    _h5_dataset(root, range(1, 6), train, ["image0025", "image0005"])
+    with caplog.at_level(logging.INFO, logger="sasnet_components.data.pancreas"):
+        datalist = prepare_pancreas(root, tmp_path / "out", num_labeled=3, num_validation=1)
+    assert _ids(datalist, "labeled") == ["image0001", "image0002", "image0003"]
+    assert _ids(datalist, "unlabeled") == ["image0004"] and _ids(datalist, "test") == ["image0005"]
+    assert "1 of 2 test.list ids" in datalist["protocol_note"]
+    assert "duplicate" in caplog.text and "image0070 dropped" in caplog.text and "image0025" in caplog.text
+    assert "image0003 moved into the labeled set" in caplog.text
+
+    (root / "train.list").write_text("image0001\nimage0042\nimage0002\n")
+    expected = re.escape(str(root / "Pancreas_h5" / "image0042_norm.h5"))
+    with pytest.raises(MissingInputError, match=rf"case 'image0042' of the training list has no data: .*{expected}"):
+        prepare_pancreas(root, tmp_path / "out2", num_labeled=1, num_validation=1)
+
+
+def test_prepare_pancreas_uses_the_shipped_split(tmp_path, caplog):
+    root = tmp_path / "in"
+    _h5_dataset(root, [1], ["image0001"], [])
+    (root / "train.list").unlink()
+    (root / "test.list").unlink()
+    train, test = PancreasReader("h5").default_ids(root)
+    assert len(train) == 62 and len(test) == 20 and train.index("image0070") == 10 and train[12] == "image0048"
+    if (SHARED_LISTS / "train.list").is_file():
+        assert train == (SHARED_LISTS / "train.list").read_text().split()
+        assert test == (SHARED_LISTS / "test.list").read_text().split()
+    with caplog.at_level(logging.INFO, logger="sasnet_components.data.pancreas"):
+        with pytest.raises(MissingInputError, match=r"case 'image0057' of the training list has no data"):
+            prepare_pancreas(root, tmp_path / "out")
+    assert "literature's split shipped with the package" in caplog.text
+
+
+def _raw_case(root: Path, n: int) -> None:
+    rng = np.random.default_rng(n)
+    stored = (1024 + rng.integers(-100, 100, size=(20, 20, NSLICES))).astype(np.int16)
+    mask = np.zeros(stored.shape, dtype=np.uint8)
+    mask[4:12, 5:14, 1:5] = 1
+    stored[mask == 1] += 200
+    write_series(root / "Pancreas-CT" / f"PANCREAS_{n:04d}" / "study" / "series", stored, seed=n)
+    write_label(
+        root / "TCIA_pancreas_labels-02-05-2017" / f"label{n:04d}.nii.gz", to_nih_axes(mask), nih_label_affine()
+    )
+
+
+def test_prepare_pancreas_raw_end_to_end_rerun_and_refused_series(tmp_path, caplog):
+    root, out = tmp_path / "in", tmp_path / "out"
+    for n in (1, 2, 3):
+        _raw_case(root, n)
+    (root / "train.list").write_text("image0001\nimage0002\n")
+    (root / "test.list").write_text("image0003\n")
+    datalist = prepare_pancreas(root, out, num_labeled=1, num_validation=1)
+    assert datalist["source_layout"] == "raw" and datalist["spacing"] == [1.0] * 3
+    assert _ids(datalist, "labeled") == ["image0001"] and _ids(datalist, "test") == ["image0003"]
+    record = json.loads((out / "manifest.json").read_text())["cases"]["image0002"]
+    # label axes (columns, rows, slices) at (0.75, 0.5, 2) mm -> (15, 10, 12) at 1 mm, narrower than the crop
+    assert record["raw_shape"] == [20, 20, NSLICES] and record["resampled_shape"] == [15, 10, 12]
+    assert record["crop_box"] == [[0, 15], [0, 10]] and record["shape"] == [15, 10, 12]
+    assert record["dicom_files"] == NSLICES and record["label_source"].endswith("label0002.nii.gz")
+    assert record["hu_window"] == [-125.0, 275.0]
+    image = np.asarray(nib.load(str(out / "imagesTr" / "image0002.nii.gz")).dataobj)
+    label = np.asarray(nib.load(str(out / "labelsTr" / "image0002.nii.gz")).dataobj)
+    assert image.shape == label.shape == (15, 10, 12) and image[label == 1].mean() > image[label == 0].mean() + 1
+
+    series = root / "Pancreas-CT" / "PANCREAS_0002" / "study" / "series"
+    touched = sorted(series.glob("*.dcm"))[0]
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    with caplog.at_level(logging.INFO, logger="sasnet_components.data.pancreas"):
+        prepare_pancreas(root, out, num_labeled=1, num_validation=1)
+    assert "1 written, 2 skipped" in caplog.text
+
+    corrupt = sorted((root / "Pancreas-CT" / "PANCREAS_0003").rglob("*.dcm"))[2]
+    corrupt.write_bytes(b"not a dicom file")
+    (out / "datalist.json").unlink()
+    refused = rf"1 of 3 cases refused.*case 'image0003'.*cannot read DICOM file .*{corrupt.name}"
+    with pytest.raises(ValueError, match=refused):
+        prepare_pancreas(root, out, num_labeled=1, num_validation=1)
+    assert (out / "imagesTr" / "image0001.nii.gz").is_file() and (out / "imagesTr" / "image0002.nii.gz").is_file()
+    assert not (out / "datalist.json").exists()
+
+
+def test_prepare_pancreas_cli(tmp_path, capsys):
+    cli = _load_cli()
+    root = tmp_path / "in"
+    _h5_dataset(root, [1, 2, 3], ["image0001", "image0002"], ["image0003"])
+    split = ["--num_labeled", "1", "--num_validation", "1", "--progress", "false"]
+    datalist = cli.main(["--input_dir", str(root), "--output_dir", str(tmp_path / "out")] + split)
+    assert _ids(datalist, "test") == ["image0003"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--input_dir", str(tmp_path / "nowhere"), "--output_dir", str(tmp_path / "o")])
+    assert exit_info.value.code == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(r"prepare_pancreas.py: error: `input_dir` '.*nowhere' does not exist", last)
+    (root / "train.list").write_text("image0001\nimage0009\n")
+    with pytest.raises(SystemExit):
+        cli.main(["--input_dir", str(root), "--output_dir", str(tmp_path / "o2"), "--num_validation", "0"] + split[:2])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.match(r"prepare_pancreas.py: error: case 'image0009' of the training list has no data", last)
