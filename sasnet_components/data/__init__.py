@@ -6,6 +6,7 @@ from .device_loader import DeviceBatchLoader
 from .inference import SplitPredictiond, inference_datalist
 from .nifti_folders import prepare_nifti_folders
 from .pack import decode_image, encode_image, join_file, pack_dataset, split_file, unpack_dataset
+from .pancreas import prepare_pancreas
 from .samplers import SeededDataset, TwoStreamBatchSampler
 from .sliding_window import overlap_for_stride, paper_window_positions
 from .synthetic import make_synthetic_la, make_synthetic_nifti
@@ -28,6 +29,7 @@ __all__ = [
     "pack_dataset",
     "paper_window_positions",
     "prepare_nifti_folders",
+    "prepare_pancreas",
     "semi_supervised_datalists",
     "split_file",
     "unpack_dataset",
