@@ -29,9 +29,8 @@ from typing import Optional, Sequence
 
 import fire
 
-from sasnet_components.data.checks import exception_message
 from sasnet_components.data.pack import join_file, pack_dataset, split_file, unpack_dataset
-from sasnet_components.utils.errors import InvalidInputError
+from sasnet_components.utils.errors import InvalidInputError, script_errors
 
 DEFAULT_PACK_DIR = Path(__file__).resolve().parents[1] / "device_data" / "la-pack"
 
@@ -78,12 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     """Run a command; an input error ends with ``device_transfer.py: error: <message>`` and exit status 1."""
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
     commands = {"pack": pack, "unpack": unpack, "split": split, "join": join}
-    try:
+    with script_errors(__file__):
         fire.Fire(commands, command=list(sys.argv[1:] if argv is None else argv), name=Path(__file__).name)
-    except (OSError, ValueError, KeyError) as e:
-        sys.stdout.flush()  # the log goes to stdout: keep the message after it
-        print(f"{Path(__file__).name}: error: {exception_message(e)}", file=sys.stderr)
-        raise SystemExit(1) from e
 
 
 if __name__ == "__main__":

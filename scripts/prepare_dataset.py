@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Optional, Sequence
 
-from sasnet_components.data.checks import exception_message
 from sasnet_components.data.nifti_folders import prepare_nifti_folders
 from sasnet_components.utils.console import progress_option
+from sasnet_components.utils.errors import script_errors
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
@@ -39,7 +38,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     p.add_argument("--progress", type=progress_option, default="auto", help="progress bars: auto, true or false")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
-    try:
+    with script_errors(__file__):
         return prepare_nifti_folders(
             args.images,
             args.output_dir,
@@ -49,10 +48,6 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             overwrite=args.overwrite,
             progress=args.progress,
         )
-    except (OSError, ValueError, KeyError) as e:
-        sys.stdout.flush()  # the log goes to stdout: keep the message after it
-        print(f"{Path(__file__).name}: error: {exception_message(e)}", file=sys.stderr)
-        raise SystemExit(1) from e
 
 
 if __name__ == "__main__":

@@ -39,14 +39,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 try:
-    from sasnet_components.data.checks import exception_message
     from sasnet_components.data.pancreas import PANCREAS_LAYOUTS, prepare_pancreas
     from sasnet_components.utils.console import progress_option
+    from sasnet_components.utils.errors import script_errors
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from sasnet_components.data.checks import exception_message
     from sasnet_components.data.pancreas import PANCREAS_LAYOUTS, prepare_pancreas
     from sasnet_components.utils.console import progress_option
+    from sasnet_components.utils.errors import script_errors
 
 __all__ = ["parse_args", "main"]
 
@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
     start = time.perf_counter()
-    try:
+    with script_errors(__file__):
         datalist = prepare_pancreas(
             input_dir=args.input_dir,
             output_dir=args.output_dir,
@@ -120,10 +120,6 @@ def main(argv: Sequence[str] | None = None) -> dict:
             datalist_name=args.datalist_name,
             progress=args.progress,
         )
-    except (OSError, ValueError, KeyError) as e:
-        sys.stdout.flush()  # the log goes to stdout: keep the message after it
-        print(f"{Path(__file__).name}: error: {exception_message(e)}", file=sys.stderr)
-        raise SystemExit(1) from e
     logging.getLogger(__name__).info("done in %.1f s", time.perf_counter() - start)
     return datalist
 

@@ -17,8 +17,10 @@ import difflib
 import logging
 import re
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Optional, Sequence, Type
+from typing import Any, Iterator, Optional, Sequence, Type
 
 __all__ = [
     "InputError",
@@ -32,6 +34,7 @@ __all__ = [
     "check_option",
     "find_input_error",
     "report_input_errors",
+    "script_errors",
 ]
 
 
@@ -191,3 +194,28 @@ def report_input_errors() -> bool:
         _state["factory"] = logging.getLogRecordFactory()
         logging.setLogRecordFactory(_record_factory)
     return True
+
+
+@contextmanager
+def script_errors(script: str) -> Iterator[None]:
+    """End a command-line script on a user's mistake as ``argparse`` does: ``<script>: error: <message>``
+    as the last line on stderr, exit status 1, no traceback.
+
+    Catches ``OSError``, ``ValueError`` and ``KeyError`` (the built-in types of this module's errors,
+    and what readers of user files raise); stdout is flushed first, so the message follows the log.
+
+    Args:
+        script: the script's path (``__file__``); its file name starts the message.
+
+    Example::
+
+        with script_errors(__file__):
+            prepare_la(args.input_dir, args.output_dir)
+    """
+    try:
+        yield
+    except (OSError, ValueError, KeyError) as e:
+        sys.stdout.flush()
+        message = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+        print(f"{Path(script).name}: error: {message}", file=sys.stderr)
+        raise SystemExit(1) from e

@@ -136,3 +136,16 @@ def test_a_malformed_log_call_is_reported_by_logging_not_raised():
                   "logging.getLogger('x').warning('%d items', 'abc')\nprint('still running')\n")
     assert result.returncode == 0 and result.stdout.splitlines()[-1] == "still running"
     assert "--- Logging error ---" in result.stderr  # logging's own report of the bad call
+
+
+def test_script_errors_end_with_the_message(capsys):
+    from sasnet_components.utils.errors import script_errors
+
+    with pytest.raises(SystemExit) as stop:
+        with script_errors("/x/scripts/tool.py"):
+            raise KeyError("case 'a': no 'label'")
+    assert stop.value.code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "tool.py: error: case 'a': no 'label'"
+    with pytest.raises(RuntimeError):  # a fault of the program keeps its traceback
+        with script_errors("tool.py"):
+            raise RuntimeError("bug")
