@@ -73,7 +73,8 @@ def match_images_labels(
     """Pair every NIfTI image of `images_dir` with its label in `labels_dir`, by name.
 
     A label belongs to the image of the same name, or of its name without one of
-    :data:`LABEL_SUFFIXES` (``case01_seg.nii.gz`` labels ``case01.nii.gz``).
+    :data:`LABEL_SUFFIXES` (``case01_seg.nii.gz`` labels ``case01.nii.gz``). When both folders are
+    the same, a label needs a suffix, and the label files are not images.
 
     Args:
         images_dir: folder of NIfTI images (``.nii`` / ``.nii.gz``); other files are ignored.
@@ -89,13 +90,19 @@ def match_images_labels(
         ValueError: no image in `images_dir`; two files of one name; a label that two images claim.
     """
     images = _nifti_files(Path(images_dir), "`images`")
+    labels = _nifti_files(Path(labels_dir), "`labels`") if labels_dir is not None else {}
+    same_folder = labels_dir is not None and Path(labels_dir).resolve() == Path(images_dir).resolve()
+    suffixes = [s for s in LABEL_SUFFIXES if s or not same_folder]  # in one folder a file never labels itself
+    if same_folder:  # the label files of that folder are not images
+        owned = {n for n in labels for s in suffixes if n.endswith(s) and n[: len(n) - len(s)] in images}
+        images = {n: p for n, p in images.items() if n not in owned}
+        labels = {n: p for n, p in labels.items() if n in owned}
     if not images:
         raise InvalidInputError(f"`images` folder '{images_dir}' holds no NIfTI image (.nii, .nii.gz).")
-    labels = _nifti_files(Path(labels_dir), "`labels`") if labels_dir is not None else {}
     cases: Dict[str, Tuple[Path, Optional[Path]]] = {case: (path, None) for case, path in images.items()}
     unmatched = []
     for name, path in labels.items():
-        owners = [name[: len(name) - len(s)] for s in LABEL_SUFFIXES if name.endswith(s) and name[: len(name) - len(s)] in images]
+        owners = [name[: len(name) - len(s)] for s in suffixes if name.endswith(s) and name[: len(name) - len(s)] in images]
         if not owners:
             unmatched.append(name)
             continue
@@ -134,7 +141,7 @@ def case_statistics(
         "spacing": [float(s) for s in spacing],
         "min": float(values.min()),
         "max": float(values.max()),
-        "integer": bool(np.all(np.mod(values[:: max(1, values.size // 100000)], 1) == 0)),
+        "integer": bool(np.all(np.mod(values.reshape(-1)[:: max(1, values.size // 100000)], 1) == 0)),
         "foreground": fg is not None and bool(fg.any()),
         "samples": np.asarray(samples, dtype=np.float64),
     }
@@ -158,7 +165,8 @@ def dataset_fingerprint(cases: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     spacing = np.median([c["spacing"] for c in cases], axis=0)
     shapes = np.array([c["shape"] for c in cases], dtype=np.float64)
     physical = shapes * np.array([c["spacing"] for c in cases])
-    samples = np.concatenate([c["samples"] for c in cases])
+    labelled = [c for c in cases if c["foreground"]]
+    samples = np.concatenate([c["samples"] for c in (labelled or cases)])  # the foreground when there is one
     low, mid, high = (float(v) for v in np.percentile(samples, _PERCENTILES))
     ct = all(c["integer"] for c in cases) and min(c["min"] for c in cases) < _CT_MIN_HU
     normalisation = (
@@ -177,7 +185,7 @@ def dataset_fingerprint(cases: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
             "p99.5": high,
             "mean": float(samples.mean()),
             "std": float(samples.std()),
-            "from": "labelled foreground" if any(c["foreground"] for c in cases) else "whole volumes",
+            "from": "labelled foreground" if labelled else "whole volumes",
         },
         "modality": "CT" if ct else "MR",
         "normalisation": normalisation,
@@ -228,24 +236,34 @@ def suggest_overrides(
         max_side: largest patch side.
 
     Returns:
-        ``{"dataset_dir", "num_labeled", "resample_spacing", "patch_size", "views"}``:
-        ``resample_spacing`` is the median spacing (the prepared files keep each case's own), None
-        when every case has it already;
+        ``{"dataset_dir", "num_labeled", "resample_spacing", "patch_size", "views", "eval_roi_size",
+        "eval_stride", "intensity", "intensity_window"}``: ``resample_spacing`` is the median spacing
+        (the prepared files keep each case's own; training, evaluation and inference resample to it);
         ``patch_size`` per axis the largest multiple of `divisor` within the median shape at that
-        spacing (at least `divisor`); ``views`` the axis swaps the patch allows (three for a cube, the
-        in-plane swap for equal first two sides, else the identity only).
+        spacing (at least `divisor`); ``views`` the identity and the swaps of two axes with the same
+        patch side and voxel size; evaluation windows of the patch at half its size as stride; the
+        inference intensity pipeline of raw scans that gives the prepared intensities (CT:
+        ``window_zscore`` over the clip window, which is the clip then the z-score; MR: ``zscore``).
     """
     patch = _patch_size(fingerprint["median_shape_at_median_spacing"], divisor, max_voxels, max_side)
-    if patch[0] == patch[1] == patch[2]:
-        views = [[0, 1, 2], [0, 2, 1], [2, 1, 0]]
-    elif patch[0] == patch[1]:
-        views = [[0, 1, 2], [1, 0, 2]]
-    else:
-        views = [[0, 1, 2]]
+    spacing = list(fingerprint["median_spacing"])
+    # a view swaps two axes: only axes of the same patch side and the same voxel size
+    swappable = [(a, b) for a, b in ((0, 1), (1, 2), (0, 2)) if patch[a] == patch[b] and abs(spacing[a] - spacing[b]) < 1e-3]
+    views = [[0, 1, 2]]
+    for a, b in swappable:
+        view = [0, 1, 2]
+        view[a], view[b] = b, a
+        views.append(view)
+    norm = fingerprint["normalisation"]
+    ct = norm["method"] == "clip_zscore"
     return {
         "dataset_dir": str(dataset_dir),
         "num_labeled": int(num_labeled),
-        "resample_spacing": None if fingerprint.get("same_spacing") else list(fingerprint["median_spacing"]),
+        "resample_spacing": spacing,
         "patch_size": patch,
         "views": views,
+        "eval_roi_size": patch,
+        "eval_stride": [p // 2 for p in patch],
+        "intensity": "window_zscore" if ct else "zscore",
+        "intensity_window": list(norm["clip"]) if ct else None,
     }

@@ -13,9 +13,10 @@ The split: the images with a label are the labelled cases; a share of them (``va
 the last ones by name) becomes the validation list, the others the labelled training cases; the
 images without a label are the unlabelled ones. The validation cases also stay in the unlabelled
 pool (their labels are read by validation alone), as the bundles' honest default protocol expects.
-Each prepared image keeps its own voxels and affine; its intensities are normalised as the
-fingerprint says (CT: clipped to the labelled foreground's 0.5-99.5 percentiles, then z-scored;
-MR: z-scored), and the bundle resamples to the suggested spacing while training.
+Each prepared image is reoriented to RAS (as the bundles' inference sees scans) and keeps its voxel
+size; its intensities are normalised as the fingerprint says (CT: clipped to the labelled
+foreground's 0.5-99.5 percentiles, then z-scored; MR: z-scored), and the bundle resamples to the
+suggested spacing while training, evaluating and inferring. Labels hold 0 and 1 (one structure).
 """
 
 from __future__ import annotations
@@ -52,13 +53,14 @@ PathLike = Union[str, os.PathLike]
 def load_nifti_case(
     case_id: str, image_path: Path, label_path: Optional[Path]
 ) -> Tuple[np.ndarray, Optional[np.ndarray], Tuple[float, ...], np.ndarray]:
-    """Read one case: image `(X, Y, Z)` (a trailing axis of size 1 is dropped), label of the same
-    shape holding whole numbers >= 0 (or None), spacing (mm) and the image's affine.
+    """Read one case reoriented to RAS (``nibabel.as_closest_canonical``): image `(X, Y, Z)` (a
+    trailing axis of size 1 is dropped), label of the same shape in {0, 1} (uint8, or None), spacing
+    (mm) and the RAS affine.
 
     Raises:
         OSError: an unreadable file (names the case and the file).
-        ValueError: not 3D, label shape other than the image's, non-finite voxels, label values that
-            are not whole numbers >= 0, or label and image grids that differ (affines).
+        ValueError: not 3D, label shape other than the image's, non-finite voxels, label values other
+            than 0 and 1, or label and image grids that differ (affines).
     """
     arrays = []
     for what, path in (("image", image_path), ("label", label_path)):
@@ -66,7 +68,7 @@ def load_nifti_case(
             arrays.append((None, None))
             continue
         try:
-            img = nib.load(str(path))
+            img = nib.as_closest_canonical(nib.load(str(path)))  # RAS, as the bundles' inference sees scans
             array = np.asarray(img.dataobj)
         except Exception as e:  # nibabel raises many types for damaged files
             raise read_error(f"case '{case_id}': cannot read {what} '{path}'", e) from e
@@ -89,12 +91,13 @@ def load_nifti_case(
                 f"case '{case_id}': label '{label_path}' lies on another grid than its image (affines differ); "
                 "expected a label map in the image's voxels."
             )
-        if label.min() < 0 or np.any(np.mod(label, 1) != 0):
+        values = np.unique(label)
+        if not set(values.tolist()) <= {0, 1}:
             raise InvalidInputError(
-                f"case '{case_id}': label '{label_path}' must hold whole numbers >= 0 (class indices), "
-                f"got values in [{label.min()}, {label.max()}]."
+                f"case '{case_id}': label '{label_path}' must hold 0 (background) and 1 (the structure), as the "
+                f"bundles segment one structure; got values {values[:10].tolist()}."
             )
-        label = label.astype(np.uint8 if label.max() < 256 else np.int16)
+        label = label.astype(np.uint8)
     spacing = tuple(float(z) for z in image_img.header.get_zooms()[:3])
     return image, label, spacing, np.asarray(image_img.affine, dtype=np.float64)
 
@@ -150,11 +153,15 @@ def _yaml_overrides(overrides: Dict[str, Any], fingerprint: Dict[str, Any]) -> s
         f"{fingerprint['median_spacing']} mm, median shape {fingerprint['median_shape']}; intensities {how} when prepared.",
         f"dataset_dir: {json.dumps(overrides['dataset_dir'])}",
         f"num_labeled: {overrides['num_labeled']}   # labelled training cases (the validation cases are not among them)",
-        f"resample_spacing: {json.dumps(overrides['resample_spacing'])}   # "
-        + ("every case has the median spacing: no resampling" if overrides["resample_spacing"] is None
-           else "the median spacing: training and evaluation resample to it"),
+        f"resample_spacing: {json.dumps(overrides['resample_spacing'])}   # the median spacing: training, evaluation and inference resample to it",
         f"patch_size: {json.dumps(overrides['patch_size'])}   # multiples of 16 within the median shape at that spacing",
-        f"views: {json.dumps(overrides['views'])}   # the axis swaps this patch allows",
+        f"views: {json.dumps(overrides['views'])}   # the identity and the swaps of axes of equal patch side and voxel size",
+        "# evaluate.yaml: windows of the patch, half a patch apart",
+        f"eval_roi_size: {json.dumps(overrides['eval_roi_size'])}",
+        f"eval_stride: {json.dumps(overrides['eval_stride'])}",
+        "# inference.yaml on raw scans (reoriented to RAS): the intensities the prepared volumes have",
+        f"intensity: {overrides['intensity']}",
+        f"intensity_window: {json.dumps(overrides['intensity_window'])}",
     ]
     return "\n".join(lines) + "\n"
 
@@ -192,9 +199,9 @@ def prepare_nifti_folders(
     """
     if not 0.0 <= float(validation_fraction) < 1.0:
         raise InvalidInputError(f"`validation_fraction` must be in [0, 1), got {validation_fraction!r}.")
-    root, out = resolve_folders(images_dir, output_dir)
+    root, out = resolve_folders(images_dir, output_dir, name="images")
     if labels_dir is not None:
-        resolve_folders(labels_dir, output_dir)
+        resolve_folders(labels_dir, output_dir, name="labels")
     cases, unmatched = match_images_labels(root, labels_dir)
     labeled = [case for case, (_, label) in cases.items() if label is not None]
     unlabeled = [case for case in cases if case not in labeled]

@@ -314,13 +314,16 @@ def _is_within(path: Path, other: Path) -> bool:
     return path == other or other in path.parents
 
 
-def resolve_folders(input_dir: PathLike, output_dir: PathLike, layouts_help: str = "") -> tuple[Path, Path]:
+def resolve_folders(
+    input_dir: PathLike, output_dir: PathLike, layouts_help: str = "", name: str = "input_dir"
+) -> tuple[Path, Path]:
     """Resolve the input and output folders and check that they do not overlap (nothing is created).
 
     Args:
         input_dir: dataset root; must be an existing folder.
         output_dir: destination; must not be, contain or lie inside ``input_dir``.
         layouts_help: text appended to the message of a missing ``input_dir`` (expected layouts).
+        name: how messages name the input folder (the caller's option).
 
     Returns:
         ``(input_dir, output_dir)`` as absolute resolved paths.
@@ -332,14 +335,14 @@ def resolve_folders(input_dir: PathLike, output_dir: PathLike, layouts_help: str
     root = Path(input_dir).expanduser()
     if not root.is_dir():
         raise MissingInputError(
-            f"`input_dir` '{root}' does not exist or is not a directory"
+            f"`{name}` '{root}' does not exist or is not a directory"
             + (f"; {layouts_help}." if layouts_help else ".")
         )
     root = root.resolve()
     out = Path(output_dir).expanduser().resolve()
     if _is_within(out, root) or _is_within(root, out):
         raise InvalidInputError(
-            f"`output_dir` '{out}' must not be, lie inside or contain `input_dir` '{root}'; "
+            f"`output_dir` '{out}' must not be, lie inside or contain `{name}` '{root}'; "
             "choose an output folder outside the input dataset."
         )
     return root, out

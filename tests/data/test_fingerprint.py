@@ -38,6 +38,30 @@ def test_labels_match_images_by_name_or_suffix(tmp_path):
     assert all(label is None for _, label in match_images_labels(tmp_path / "img")[0].values())
 
 
+def test_labels_in_the_images_folder_need_a_suffix(tmp_path):
+    for name in ("a.nii.gz", "a_seg.nii.gz", "b.nii.gz"):
+        _save(tmp_path / "both" / name)
+    cases, unmatched = match_images_labels(tmp_path / "both", tmp_path / "both")
+    # a file never labels itself, and the label files are not images
+    assert list(cases) == ["a", "b"] and cases["a"][1].name == "a_seg.nii.gz" and cases["b"][1] is None
+    assert unmatched == []
+
+
+def test_cases_are_read_in_ras(tmp_path):
+    from sasnet_components.data.nifti_folders import load_nifti_case
+
+    image = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    lps = np.diag([-1.0, -1.0, 2.0, 1.0])  # x and y point left and posterior
+    nib.save(nib.Nifti1Image(image, lps), str(tmp_path / "i.nii.gz"))
+    nib.save(nib.Nifti1Image((image > 11).astype(np.uint8), lps), str(tmp_path / "l.nii.gz"))
+    out, label, spacing, affine = load_nifti_case("c", tmp_path / "i.nii.gz", tmp_path / "l.nii.gz")
+    assert np.array_equal(out, image[::-1, ::-1, :]) and np.array_equal(label, (image[::-1, ::-1, :] > 11))
+    assert spacing == (1.0, 1.0, 2.0) and np.all(np.diag(affine)[:3] > 0)
+    nib.save(nib.Nifti1Image(np.full((2, 3, 4), 2, np.uint8), lps), str(tmp_path / "two.nii.gz"))
+    with pytest.raises(InvalidInputError, match=r"case 'c': label .* must hold 0 \(background\) and 1 .* got values \[2\]"):
+        load_nifti_case("c", tmp_path / "i.nii.gz", tmp_path / "two.nii.gz")
+
+
 def test_matching_errors(tmp_path):
     with pytest.raises(MissingInputError, match="`images` folder '.*nowhere' does not exist"):
         match_images_labels(tmp_path / "nowhere")
@@ -67,18 +91,29 @@ def test_fingerprint_of_a_ct_like_dataset_by_hand():
     assert fp["intensity"]["p0.5"] == pytest.approx(100.0) and fp["intensity"]["p99.5"] == pytest.approx(300.0)
     assert fp["normalisation"] == {"method": "clip_zscore", "clip": [100.0, 300.0]}
     overrides = suggest_overrides(fp, "data/mine", num_labeled=1)
-    # median shape 50x50x25 at 1x1x2 mm: multiples of 16 within it: 48x48x16; first two sides equal: in-plane
-    # swap; every case has the median spacing: no resampling
+    # median shape 50x50x25 at 1x1x2 mm: multiples of 16 within it: 48x48x16; the first two axes have the same
+    # side and voxel size: the in-plane swap; CT: the clip as the inference window
     assert overrides == {
         "dataset_dir": "data/mine",
         "num_labeled": 1,
-        "resample_spacing": None,
+        "resample_spacing": [1.0, 1.0, 2.0],
         "patch_size": [48, 48, 16],
         "views": [[0, 1, 2], [1, 0, 2]],
+        "eval_roi_size": [48, 48, 16],
+        "eval_stride": [24, 24, 8],
+        "intensity": "window_zscore",
+        "intensity_window": [100.0, 300.0],
     }
-    # a third case at 0.5 x 0.5 x 1 mm: the median stays 1 x 1 x 2, and the cases now need resampling
-    third = case_statistics(np.full((100, 100, 50), -1000, np.int16), None, (0.5, 0.5, 1.0))
-    assert suggest_overrides(dataset_fingerprint(stats + [third]), "d", 1)["resample_spacing"] == [1.0, 1.0, 2.0]
+    # an unlabelled case adds nothing to the foreground's percentiles
+    third = case_statistics(np.full((100, 100, 50), -1000, np.int16), None, (1.0, 1.0, 2.0))
+    assert dataset_fingerprint(stats + [third])["normalisation"] == {"method": "clip_zscore", "clip": [100.0, 300.0]}
+
+
+def test_views_swap_only_axes_of_equal_side_and_voxel_size():
+    # 96^3 patches: at 0.7 x 0.7 x 2.5 mm only the in-plane swap keeps the voxel size
+    stats = [case_statistics(np.zeros((140, 140, 100), np.float32), None, (0.7, 0.7, 2.5))]
+    overrides = suggest_overrides(dataset_fingerprint(stats), "d", 0)
+    assert overrides["patch_size"] == [96, 96, 96] and overrides["views"] == [[0, 1, 2], [1, 0, 2]]
 
 
 def test_mr_like_dataset_and_large_volumes():
@@ -88,9 +123,12 @@ def test_mr_like_dataset_and_large_volumes():
     assert fp["modality"] == "MR" and fp["normalisation"] == {"method": "zscore"} and fp["num_labeled"] == 0
     assert fp["intensity"]["from"] == "whole volumes"
     # 200x200x160: 128 per side at most, then the largest side shrinks until 112*112*80 voxels fit
-    patch = suggest_overrides(fp, "d", num_labeled=0)["patch_size"]
+    overrides = suggest_overrides(fp, "d", num_labeled=0)
+    patch = overrides["patch_size"]
     assert all(p % 16 == 0 for p in patch) and np.prod(patch) <= 112 * 112 * 80 and patch == [96, 96, 96]
-    assert suggest_overrides(fp, "d", 0)["views"] == [[0, 1, 2], [0, 2, 1], [2, 1, 0]]
+    # isotropic voxels and a cube: every swap of two axes
+    assert overrides["views"] == [[0, 1, 2], [1, 0, 2], [0, 2, 1], [2, 1, 0]]
+    assert overrides["intensity"] == "zscore" and overrides["intensity_window"] is None
 
 
 def test_normalisation():

@@ -55,9 +55,13 @@ def test_prepares_splits_fingerprints_and_trains(mine, tmp_path):
     assert overrides == {
         "dataset_dir": str(out.resolve()),
         "num_labeled": 4,
-        "resample_spacing": None,
+        "resample_spacing": [1.0, 1.0, 2.0],
         "patch_size": [32, 32, 16],
         "views": [[0, 1, 2], [1, 0, 2]],
+        "eval_roi_size": [32, 32, 16],
+        "eval_stride": [16, 16, 8],
+        "intensity": "zscore",
+        "intensity_window": None,
     }
     # any bundle's train.yaml takes the file: two iterations of the LA bundle on these cases
     workflow = ConfigWorkflow(
@@ -76,7 +80,7 @@ def test_prepares_splits_fingerprints_and_trains(mine, tmp_path):
 
 def test_bad_inputs_end_with_their_message(mine, tmp_path):
     run = _run("--images", tmp_path / "nowhere", "--output_dir", tmp_path / "out")
-    assert run.returncode == 1 and run.stderr.strip().splitlines()[-1].startswith("prepare_dataset.py: error: `input_dir`")
+    assert run.returncode == 1 and run.stderr.strip().splitlines()[-1].startswith("prepare_dataset.py: error: `images`")
     run = _run("--images", mine / "images", "--output_dir", tmp_path / "out")
     assert run.returncode == 1 and "has a label" in run.stderr.strip().splitlines()[-1]
     # a label of another shape is refused naming the case; a label without image is reported
