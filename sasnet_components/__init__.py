@@ -32,16 +32,19 @@ from .handlers import (
     SegmentationReport,
 )
 from .losses import SEG_LOSS_MODES, PLCLoss, SegLoss, SRCLoss, ensemble_to_sdm, sharpen
-from .metrics import EmptyMaskWarning, asd, dice, hd95, jaccard, segmentation_metrics
+from .metrics import EmptyMaskWarning, asd, dice, hd95, jaccard, region_metrics, segmentation_metrics
 from .networks import DualBranchOutput, DualBranchUncertainty, DualBranchVNet, decoder_disagreement
 from .transforms import (
+    BRATS_REGIONS,
     SDM_BACKENDS,
     CheckedLoadImaged,
+    ClassRegionsd,
     FourierRotate,
     LabelPlaceholderd,
     RandCropWithLocationd,
     RandFourierRotated,
     apply_view,
+    class_regions,
     fourier_rotate_plane,
     signed_distance_map,
 )
@@ -52,7 +55,9 @@ __version__ = "0.1.0"
 __all__ = [
     "AtomicCheckpointSaver",
     "CaseProgressLogger",
+    "BRATS_REGIONS",
     "CheckedLoadImaged",
+    "ClassRegionsd",
     "DeviceBatchLoader",
     "GlobalRandomState",
     "SeededDataset",
@@ -89,6 +94,7 @@ __all__ = [
     "SegLoss",
     "apply_view",
     "asd",
+    "class_regions",
     "decoder_disagreement",
     "dice",
     "ensemble_to_sdm",
@@ -96,6 +102,7 @@ __all__ = [
     "hd95",
     "jaccard",
     "log_above_bars",
+    "region_metrics",
     "segmentation_metrics",
     "sharpen",
     "signed_distance_map",

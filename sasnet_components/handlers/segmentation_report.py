@@ -26,7 +26,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor, decollate_batch
 
-from sasnet_components.metrics.segmentation import EmptyMaskWarning, segmentation_metrics
+from sasnet_components.metrics.segmentation import EmptyMaskWarning, region_metrics, segmentation_metrics
 from sasnet_components.utils.errors import InputTypeError, InvalidInputError
 from sasnet_components.utils.io import atomic_write_text
 
@@ -72,6 +72,7 @@ _RESERVED_SUMMARY_KEYS = frozenset(
         "foreground",
         "spacing_source",
         "per_case_csv",
+        "regions",
     }
 )
 _KNOWN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".h5", ".npy", ".npz", ".dcm")
@@ -115,6 +116,10 @@ class SegmentationReport:
       spacing: the fixed ``spacing`` argument when given, else the column norms of the first
       ``len(spatial)`` columns of the label's MetaTensor affine (the spacing of the grid the
       metrics are computed on); a label without a MetaTensor affine gives NaN mm values;
+    * with ``region_names`` (e.g. after :class:`~sasnet_components.transforms.regions.ClassRegionsd`):
+      takes ``output[pred_key]`` and ``output[label_key]`` as stacked binary region masks
+      ``(R, *spatial)``, ``R = len(region_names)`` (values in {0, 1}, regions may overlap, no
+      argmax), and scores each region ``r`` on its channel ``r`` (``foreground_class`` is not used);
     * names the case by ``id_key`` in the output dict, else in the matching
       ``engine.state.batch`` dict, else the basename of the label's (or prediction's)
       ``filename_or_obj`` without its extension, else ``case_<index>`` (index within the run).
@@ -127,13 +132,19 @@ class SegmentationReport:
     * ``csv_name`` (default ``metrics_per_case.csv``): one row per case with the columns
       :data:`CSV_COLUMNS` (``case_id, dice, jaccard, hd95, asd, hd95_mm, asd_mm,
       empty_prediction, empty_ground_truth, spacing``); NaN is written as ``nan``, the flags as
-      ``True`` / ``False``, the spacing used as space-separated floats (empty when unknown);
+      ``True`` / ``False``, the spacing used as space-separated floats (empty when unknown); with
+      ``region_names`` the metric and flag columns are per region, named ``<column>_<region>``
+      (``case_id, dice_wt, jaccard_wt, hd95_wt, asd_wt, hd95_mm_wt, asd_mm_wt,
+      empty_prediction_wt, empty_ground_truth_wt, dice_tc, ..., spacing``; see :attr:`csv_columns`);
     * ``summary_name`` (default ``metrics_summary.json``): ``num_cases``,
       ``num_empty_prediction``, ``num_empty_ground_truth``, ``units`` (voxels vs mm),
       ``mean`` / ``std`` (nan-aware, population std, ``std_ddof: 0``) and ``num_nan`` per
       metric, ``aggregation`` and ``nan_policy`` (the rules in words), ``foreground``,
       ``spacing_source``, ``per_case_csv``, plus the keys of ``extra_info`` (e.g. the
       evaluation protocol and the sliding-window settings). NaN means are written as ``null``.
+      With ``region_names``: ``mean`` / ``std`` / ``num_nan`` are keyed by the per-region metric
+      columns (``dice_wt`` ...), ``num_empty_prediction`` / ``num_empty_ground_truth`` are dicts
+      region -> count, and ``regions`` lists the region names in channel order.
 
     It logs a one-line summary (logger ``sasnet_components.SegmentationReport``) and, when
     ``write_engine_metrics`` is True, stores the means in ``engine.state.metrics`` under the
@@ -161,12 +172,17 @@ class SegmentationReport:
             with the summary's own keys).
         csv_name: file name of the per-case table.
         summary_name: file name of the JSON summary.
-        write_engine_metrics: also store the means in ``engine.state.metrics``.
+        write_engine_metrics: also store the means in ``engine.state.metrics`` (with
+            ``region_names``: under the per-region names, ``dice_wt`` ...).
+        region_names: names of the channels of region-mask inputs ``(R, *spatial)`` (e.g.
+            ``[wt, tc, et]``, in the order of ``ClassRegionsd``'s ``regions``); None (default): the
+            class-map scoring of ``foreground_class``.
 
     Raises:
         TypeError: when ``extra_info`` is not a JSON-serialisable dict or a name is not a string.
         ValueError: for a negative ``foreground_class``, a non-positive ``spacing`` entry, an
-            ``extra_info`` key that collides with a summary key, or equal / empty file names.
+            ``extra_info`` key that collides with a summary key, equal / empty file names, or
+            empty / repeated / non-string ``region_names``.
 
     Example (bundle YAML)::
 
@@ -187,6 +203,7 @@ class SegmentationReport:
         csv_name: str = "metrics_per_case.csv",
         summary_name: str = "metrics_summary.json",
         write_engine_metrics: bool = False,
+        region_names: Sequence[str] | None = None,
     ) -> None:
         self.output_dir = os.fspath(output_dir)
         for name, value in (("pred_key", pred_key), ("label_key", label_key), ("id_key", id_key)):
@@ -237,6 +254,23 @@ class SegmentationReport:
         self.csv_name, self.summary_name = csv_name, summary_name
         self.write_engine_metrics = bool(write_engine_metrics)
 
+        if region_names is not None:
+            if isinstance(region_names, str) or not isinstance(region_names, Sequence) or not region_names:
+                raise InvalidInputError(f"`region_names` must be a non-empty list of region names or None, got {region_names!r}.")
+            if not all(isinstance(n, str) and n for n in region_names) or len(set(region_names)) != len(region_names):
+                raise InvalidInputError(f"`region_names` must be distinct non-empty strings, got {list(region_names)!r}.")
+            region_names = tuple(region_names)
+        self.region_names: tuple[str, ...] | None = region_names
+        if region_names is None:
+            self.metric_columns: tuple[str, ...] = METRIC_NAMES
+            self.flag_columns: tuple[str, ...] = _FLAGS
+            self.csv_columns: tuple[str, ...] = CSV_COLUMNS
+        else:
+            self.metric_columns = tuple(f"{m}_{r}" for r in region_names for m in METRIC_NAMES)
+            self.flag_columns = tuple(f"{f}_{r}" for r in region_names for f in _FLAGS)
+            per_region = tuple(c for r in region_names for c in [f"{m}_{r}" for m in METRIC_NAMES + _FLAGS])
+            self.csv_columns = ("case_id",) + per_region + ("spacing",)
+
         self._records: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ ignite
@@ -256,7 +290,7 @@ class SegmentationReport:
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        """Per-case rows collected so far (dicts with the keys of :data:`CSV_COLUMNS`)."""
+        """Per-case rows collected so far (dicts with the keys of :attr:`csv_columns`)."""
         return list(self._records)
 
     def iteration_completed(self, engine: Engine) -> None:
@@ -277,7 +311,7 @@ class SegmentationReport:
         """Write the report (rank 0 only), log it and optionally set ``engine.state.metrics``."""
         summary = self.summary()
         if self.write_engine_metrics:
-            for name in METRIC_NAMES:
+            for name in self.metric_columns:
                 value = summary["mean"][name]
                 engine.state.metrics[name] = math.nan if value is None else value
         if idist.get_rank() != 0:
@@ -297,7 +331,7 @@ class SegmentationReport:
         """The JSON summary of the cases collected so far (see the class docstring for the keys)."""
         n = len(self._records)
         mean, std, num_nan = {}, {}, {}
-        for name in METRIC_NAMES:
+        for name in self.metric_columns:
             values = np.asarray([r[name] for r in self._records], dtype=np.float64)
             finite = values[~np.isnan(values)]
             num_nan[name] = int(values.size - finite.size)
@@ -307,10 +341,18 @@ class SegmentationReport:
             spacing_source = f"fixed `spacing` argument {list(self.spacing)}"
         else:
             spacing_source = "label MetaTensor affine (norms of its first spatial columns), per case"
+        if self.region_names is None:
+            empty_pred: Any = sum(bool(r["empty_prediction"]) for r in self._records)
+            empty_gt: Any = sum(bool(r["empty_ground_truth"]) for r in self._records)
+            foreground = "label > 0" if self.foreground_class is None else f"label == {self.foreground_class}"
+        else:
+            empty_pred = {g: sum(bool(r[f"empty_prediction_{g}"]) for r in self._records) for g in self.region_names}
+            empty_gt = {g: sum(bool(r[f"empty_ground_truth_{g}"]) for r in self._records) for g in self.region_names}
+            foreground = "region masks, channel r = region r of `regions`"
         out: dict[str, Any] = {
             "num_cases": n,
-            "num_empty_prediction": sum(bool(r["empty_prediction"]) for r in self._records),
-            "num_empty_ground_truth": sum(bool(r["empty_ground_truth"]) for r in self._records),
+            "num_empty_prediction": empty_pred,
+            "num_empty_ground_truth": empty_gt,
             "units": dict(_UNITS),
             "mean": mean,
             "std": std,
@@ -318,12 +360,12 @@ class SegmentationReport:
             "num_nan": num_nan,
             "aggregation": _AGGREGATION,
             "nan_policy": _NAN_POLICY,
-            "foreground": (
-                "label > 0" if self.foreground_class is None else f"label == {self.foreground_class}"
-            ),
+            "foreground": foreground,
             "spacing_source": spacing_source,
             "per_case_csv": self.csv_name,
         }
+        if self.region_names is not None:
+            out["regions"] = list(self.region_names)
         out.update(self.extra_info)
         return out
 
@@ -332,13 +374,13 @@ class SegmentationReport:
         os.makedirs(self.output_dir, exist_ok=True)
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(self.csv_columns)
         for r in self._records:
             spacing = "" if r["spacing"] is None else " ".join(repr(float(s)) for s in r["spacing"])
+            flags = set(self.flag_columns)
             writer.writerow(
                 [r["case_id"]]
-                + [repr(float(r[name])) for name in METRIC_NAMES]
-                + [str(bool(r[flag])) for flag in _FLAGS]
+                + [str(bool(r[c])) if c in flags else repr(float(r[c])) for c in self.csv_columns[1:-1]]
                 + [spacing]
             )
         csv_path = os.path.join(self.output_dir, self.csv_name)
@@ -426,6 +468,63 @@ class SegmentationReport:
         cols = affine[:-1, :ndim]
         return tuple(float(v) for v in torch.linalg.norm(cols, dim=0))
 
+    def _region_masks(self, value: Any, name: str, key: str, case_id: str) -> torch.Tensor:
+        """``(R, *spatial)`` binary region masks -> bool tensor of the same shape."""
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(value)
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"case {case_id!r}: `{name}` (output[{key!r}]) must be a torch.Tensor or numpy array, "
+                f"got {type(value).__name__}."
+            )
+        x = (value.as_tensor() if isinstance(value, MetaTensor) else value).detach()
+        regions = len(self.region_names)
+        if x.ndim not in (3, 4) or x.shape[0] != regions:
+            raise ValueError(
+                f"case {case_id!r}: `{name}` (output[{key!r}]) must hold {regions} region masks "
+                f"(R, H, W[, D]) for the regions {list(self.region_names)} (e.g. from ClassRegionsd), "
+                f"got shape {tuple(x.shape)}."
+            )
+        if x.dtype != torch.bool and not bool(((x == 0) | (x == 1)).all()):
+            raise ValueError(
+                f"case {case_id!r}: `{name}` (output[{key!r}]) region masks must hold 0 and 1 only; apply "
+                "ClassRegionsd to the class-index map (after argmax)."
+            )
+        return x != 0
+
+    def _warn_if_empty(self, case_id: str, metrics: Mapping[str, Any], region: str | None) -> None:
+        if metrics["empty_prediction"] or metrics["empty_ground_truth"]:
+            flags = (("prediction", metrics["empty_prediction"]), ("ground truth", metrics["empty_ground_truth"]))
+            which = [w for w, f in flags if f]
+            where = "" if region is None else f" region {region!r}:"
+            warnings.warn(
+                f"case {case_id!r}:{where} empty {' and '.join(which)}; its undefined metrics are reported as NaN.",
+                EmptyMaskWarning,
+                stacklevel=3,
+            )
+
+    def _score_regions(self, item: Mapping, case_id: str) -> dict[str, Any]:
+        pred = self._region_masks(item[self.pred_key], "pred", self.pred_key, case_id)
+        label = self._region_masks(item[self.label_key], "label", self.label_key, case_id)
+        if pred.shape != label.shape:
+            raise ValueError(
+                f"case {case_id!r}: prediction (output[{self.pred_key!r}]) and label (output[{self.label_key!r}]) "
+                f"region masks must have the same shape, got {tuple(pred.shape)} and {tuple(label.shape)}."
+            )
+        spacing = self._spacing(item[self.label_key], pred.ndim - 1, case_id)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmptyMaskWarning)
+            per_region = region_metrics(pred, label.to(pred.device), self.region_names, spacing=spacing)
+        record: dict[str, Any] = {"case_id": case_id}
+        for region, metrics in per_region.items():
+            self._warn_if_empty(case_id, metrics, region)
+            for name in METRIC_NAMES:
+                record[f"{name}_{region}"] = float(metrics.get(name, math.nan))
+            for flag in _FLAGS:
+                record[f"{flag}_{region}"] = bool(metrics[flag])
+        record["spacing"] = None if spacing is None else list(spacing)
+        return record
+
     def _score(self, item: Mapping, batch_item: Mapping | None) -> dict[str, Any]:
         case_id = self._case_id(item, batch_item)
         for key in (self.pred_key, self.label_key):
@@ -434,6 +533,8 @@ class SegmentationReport:
                     f"case {case_id!r}: key {key!r} is missing from the engine output; available keys: "
                     f"{sorted(map(str, item.keys()))}."
                 )
+        if self.region_names is not None:
+            return self._score_regions(item, case_id)
         pred = self._class_map(item[self.pred_key], "pred", self.pred_key, case_id)
         label = self._class_map(item[self.label_key], "label", self.label_key, case_id)
         if pred.shape != label.shape:
@@ -472,7 +573,7 @@ class SegmentationReport:
 
         return (
             f"SegmentationReport: {summary['num_cases']} cases, "
-            + ", ".join(fmt(n) for n in METRIC_NAMES)
+            + ", ".join(fmt(n) for n in self.metric_columns)
             + " (hd95/asd in voxels, *_mm in mm; nan-aware mean±std, ddof=0), "
             f"{summary['num_empty_prediction']} empty predictions, "
             f"{summary['num_empty_ground_truth']} empty ground truths"

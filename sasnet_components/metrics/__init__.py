@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from .segmentation import EmptyMaskWarning, asd, dice, hd95, jaccard, segmentation_metrics
+from .segmentation import EmptyMaskWarning, asd, dice, hd95, jaccard, region_metrics, segmentation_metrics
 
-__all__ = ["EmptyMaskWarning", "asd", "dice", "hd95", "jaccard", "segmentation_metrics"]
+__all__ = ["EmptyMaskWarning", "asd", "dice", "hd95", "jaccard", "region_metrics", "segmentation_metrics"]

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from scipy.ndimage import binary_erosion, distance_transform_edt, generate_binary_structure
 
-__all__ = ["EmptyMaskWarning", "dice", "jaccard", "hd95", "asd", "segmentation_metrics"]
+__all__ = ["EmptyMaskWarning", "dice", "jaccard", "hd95", "asd", "region_metrics", "segmentation_metrics"]
 
 MaskLike = Union[np.ndarray, torch.Tensor]
 SpacingLike = Union[Sequence[float], np.ndarray, torch.Tensor, None]
@@ -445,3 +445,47 @@ def segmentation_metrics(pred: MaskLike, gt: MaskLike, spacing: SpacingLike = No
     result["empty_prediction"] = bool(pred_empty)
     result["empty_ground_truth"] = bool(gt_empty)
     return result
+
+
+def region_metrics(
+    pred: MaskLike, gt: MaskLike, names: Sequence[str], spacing: SpacingLike = None
+) -> dict[str, dict[str, float | bool]]:
+    """:func:`segmentation_metrics` of each region of stacked region masks (e.g. BraTS WT / TC / ET).
+
+    Args:
+        pred: predicted region masks ``(R, H, W)`` or ``(R, H, W, D)``, values in {0, 1} or bool;
+            channel ``r`` is region ``names[r]`` (regions may overlap).
+        gt: ground-truth region masks, same shape and value rules.
+        names: ``R`` distinct region names, in channel order.
+        spacing: optional voxel size per spatial axis (as :func:`segmentation_metrics`).
+
+    Returns:
+        region name -> the dict of :func:`segmentation_metrics` for that region's masks (Dice /
+        Jaccard in [0, 1], HD95 / ASD in voxels, and in the unit of ``spacing`` when given; NaN
+        and an :class:`EmptyMaskWarning` for an empty region, as there).
+
+    Raises:
+        TypeError: when an input is neither a numpy array nor a torch tensor.
+        ValueError: when the shapes differ, the channel count is not ``len(names)``, names repeat,
+            or a region fails the checks of :func:`segmentation_metrics`.
+
+    Example:
+        >>> import numpy as np
+        >>> p = np.zeros((2, 1, 4)); p[0, 0, :2] = 1; p[1, 0, :1] = 1
+        >>> {k: v["dice"] for k, v in region_metrics(p, p, ["wt", "et"]).items()}
+        {'wt': 1.0, 'et': 1.0}
+    """
+    pred_np, gt_np = _to_numpy(pred, "pred"), _to_numpy(gt, "gt")
+    names = [str(n) for n in names]
+    if len(set(names)) != len(names):
+        raise ValueError(f"`names` must be distinct region names, got {names}.")
+    if pred_np.shape != gt_np.shape:
+        raise ValueError(
+            f"`pred` and `gt` must have the same shape (R, *spatial), got {tuple(pred_np.shape)} and {tuple(gt_np.shape)}."
+        )
+    if pred_np.ndim not in (3, 4) or pred_np.shape[0] != len(names):
+        raise ValueError(
+            f"`pred` and `gt` must have shape (R, H, W) or (R, H, W, D) with R = {len(names)} regions "
+            f"({names}), got shape {tuple(pred_np.shape)}."
+        )
+    return {name: segmentation_metrics(pred_np[r], gt_np[r], spacing=spacing) for r, name in enumerate(names)}
