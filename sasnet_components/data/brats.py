@@ -27,7 +27,8 @@ flair, t1, t1ce, t2 in this order.
 Voxel size: the release is 1 mm isotropic, so nothing is resampled; a NIfTI file whose voxel size
 is not 1 mm (within 1e-3 mm) is refused (resample it to 1 mm first). Arrays are kept in the
 stored axis order; the output NIfTI affine is ``diag(1, 1, 1, 1)``, as for the community h5 files;
-the manifest records the crop box (``crop_box``, in the source voxel grid) and ``source_shape``.
+the manifest records the crop box (``crop_box``, in the source voxel grid) and ``source_shape``,
+and ``label_voxels_cut`` (with a warning) when tumour voxels lie outside the box.
 
 The h5 layout holds only the preprocessed FLAIR and the label: it is written unchanged (label
 ``> 0``) and supports only ``modalities="flair"`` and ``label_mode="whole"``.
@@ -368,6 +369,8 @@ class BratsReader(CaseReader):
                 f"label_mode={label_mode!r}; use the release (NIfTI) files for the others."
             )
         self.layout, self.modalities, self.label_mode = layout, modalities, label_mode
+        #: ids of the validation list (set by :func:`prepare_brats`), named as such in messages
+        self.validation_ids: frozenset[str] = frozenset()
 
     @property
     def parameters(self) -> dict[str, Any]:
@@ -406,7 +409,8 @@ class BratsReader(CaseReader):
                     if split == "test":
                         missing_test.append(case_id)
                         continue
-                    raise MissingInputError(f"case '{case_id}' of the training list has no data: expected {expected}.")
+                    which = "validation" if case_id in self.validation_ids else "training"
+                    raise MissingInputError(f"case '{case_id}' of the {which} list has no data: expected {expected}.")
                 if self.layout == "h5":
                     sources.append(CaseSource(case_id, split, path))
                     continue
@@ -425,6 +429,12 @@ class BratsReader(CaseReader):
         except ValueError as e:
             raise InvalidInputError(f"case '{case_id}' ('{source.path}'): {e}") from e
         extra = {"source_shape": list(volumes[0].shape), "crop_box": [list(b) for b in box]}
+        outside = int(np.count_nonzero(seg)) - int(np.count_nonzero(label))
+        if outside:  # tumour voxels where every modality is zero: cut by the crop
+            logger.warning(
+                "case %s: %d label voxels lie outside the non-zero box of the image and are cut", case_id, outside
+            )
+            extra["label_voxels_cut"] = outside
         return CaseData(image, label, BRATS_SPACING, extra)
 
 
@@ -516,6 +526,7 @@ def prepare_brats(
         raise InvalidInputError(
             f"`num_labeled` must be in [1, {len(train_ids)}] (the ids of {train_name}), got {num_labeled}."
         )
+    reader.validation_ids = frozenset(val_ids)
     return prepare_cases(
         reader,
         root,

@@ -143,6 +143,10 @@ def test_prepare_release_flair_whole(tmp_path, grade):
     record = json.loads((out / "manifest.json").read_text())["cases"][IDS[0]]
     assert record["modalities"] == "flair" and record["label_mode"] == "whole"
     assert record["crop_box"] == [list(b) for b in BOX] and record["source_shape"] == list(SHAPE)
+    assert "label_voxels_cut" not in record
+    written = {p.name: p.stat().st_mtime_ns for p in out.glob("*/*.nii.gz")}
+    assert prepare_brats(root, out, num_labeled=1) == datalist  # complete cases are skipped
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*/*.nii.gz")} == written
 
 
 def test_prepare_release_all_classes_and_validation_list(tmp_path):
@@ -160,6 +164,9 @@ def test_prepare_release_all_classes_and_validation_list(tmp_path):
     assert record["modalities"] == "all" and record["label_mode"] == "classes"
     with pytest.raises(ValueError, match=r"num_labeled.*\[1, 2\]"):  # validation ids are never labeled
         prepare_brats(root, tmp_path / "o2", num_labeled=3)
+    (root / "val.txt").write_text("BraTS19_X_009_1\n")
+    with pytest.raises(MissingInputError, match="case 'BraTS19_X_009_1' of the validation list has no data"):
+        prepare_brats(root, tmp_path / "o3", num_labeled=1)
     (root / "val.txt").write_text(IDS[1] + "\n")
     with pytest.raises(ValueError, match="must not be in both"):
         prepare_brats(root, tmp_path / "o3", num_labeled=1)
@@ -222,6 +229,10 @@ def test_bad_release_inputs(tmp_path):
     prepare_brats(root, tmp_path / "o1b", num_labeled=1)  # FLAIR only does not need it
 
     seg = data[IDS[1]][1].copy()
+    seg[0, 0, 0] = 2  # tumour outside the brain box: cut, with a warning and a manifest field
+    _save(folder / f"{IDS[1]}_seg.nii.gz", seg)
+    prepare_brats(root, tmp_path / "o1c", num_labeled=1)
+    assert json.loads((tmp_path / "o1c" / "manifest.json").read_text())["cases"][IDS[1]]["label_voxels_cut"] == 1
     seg[0, 0, 0] = 3
     _save(folder / f"{IDS[1]}_seg.nii.gz", seg)
     _refused(root, tmp_path / "o2", IDS[1], r"label values must be in \{0, 1, 2, 4\}, got \[3\]")
