@@ -195,7 +195,14 @@ def preprocess_brats(
     """
     box = brats_crop_box(volumes)
     region = tuple(slice(lo, hi) for lo, hi in box)
-    channels = [_normalise(np.asarray(v)[region], percentile) for v in volumes]
+    names = list(BRATS_MODALITIES) if len(volumes) == len(BRATS_MODALITIES) else ["flair"]
+    channels = []
+    for i, volume in enumerate(volumes):
+        try:
+            channels.append(_normalise(np.asarray(volume)[region], percentile))
+        except ValueError as e:
+            which = names[i] if len(names) == len(volumes) else f"modality {i}"
+            raise InvalidInputError(f"{which}: {e}") from e
     image = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
     # the label values are checked on the whole volume, the box is that of the image
     label = None if seg is None else brats_label(seg, label_mode)[region]

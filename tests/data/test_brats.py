@@ -113,6 +113,13 @@ def test_preprocess_all_modalities_union_box_and_classes():
     np.testing.assert_array_equal(label == 1, seg[region] == 1)
 
 
+def test_constant_modality_refused():
+    vols, seg = _volumes(0)
+    vols["t1"][vols["t1"] != 0] = 7.0
+    with pytest.raises(ValueError, match=r"t1: a modality is constant over its non-zero voxels"):
+        preprocess_brats([vols[k] for k in MODS], seg)
+
+
 def test_label_values_refused():
     with pytest.raises(ValueError, match=r"label values must be in \{0, 1, 2, 4\}, got \[3\]"):
         brats_label(np.array([0, 1, 3]), "whole")
