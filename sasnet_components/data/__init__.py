@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from .brats import prepare_brats
 from .datalist import PROTOCOLS, evaluation_datalist, semi_supervised_datalists
 from .datastore import datastore_datalists
 from .device_loader import DeviceBatchLoader
@@ -28,6 +29,7 @@ __all__ = [
     "overlap_for_stride",
     "pack_dataset",
     "paper_window_positions",
+    "prepare_brats",
     "prepare_nifti_folders",
     "prepare_pancreas",
     "semi_supervised_datalists",
