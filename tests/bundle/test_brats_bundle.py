@@ -199,6 +199,29 @@ def test_monailabel_export_normalises_the_brain(trained, tmp_path):
     label = parser.get_parsed_content("postprocessing")(data)["pred"]
     assert tuple(label.shape[1:]) == nib.load(str(image)).shape
 
+    # the exported training config with the keys MONAI Label's BundleTrainTask sets: 2 labeled FLAIR pairs,
+    # 1 unlabeled scan of the same folder, clip and brain z-score on both streams
+    studies = tmp_path / "studies"
+    (studies / "labels").mkdir(parents=True)
+    pairs = []
+    for i in range(3):
+        flair, mask = _flair((34, 34, 34), seed=i)
+        nib.save(nib.Nifti1Image(flair, np.eye(4)), str(studies / f"flair{i}.nii.gz"))
+        if i < 2:
+            nib.save(nib.Nifti1Image(mask, np.eye(4)), str(studies / "labels" / f"flair{i}.nii.gz"))
+            pairs.append({"image": str(studies / f"flair{i}.nii.gz"), "label": str(studies / "labels" / f"flair{i}.nii.gz")})
+    run(
+        "run",
+        config_file=str(bundle / "configs" / "train.yaml"),
+        **{
+            "bundle_root": str(bundle), "device": "cpu", "amp": False, "num_workers": 0,
+            "train#trainer#max_epochs": 1, "train#dataset#data": pairs, "validate#dataset#data": [],
+            "batch_size": 2, "labeled_batch_size": 1,
+        },
+    )  # fmt: skip
+    state = torch.load(bundle / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == 2 and (bundle / "models" / "model.pt").is_file()
+
 
 def test_export_script_takes_the_bundle(trained, tmp_path):
     script = str(REPO / "scripts" / "export_monailabel.py")
@@ -210,3 +233,17 @@ def test_export_script_takes_the_bundle(trained, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = app / "model" / "sasnet_brats"  # the name follows the bundle
     assert (bundle / "models" / "model.ts").is_file()
+
+
+def test_the_bundle_holds_the_same_files_as_pancreas():
+    def files(bundle: Path) -> set:
+        return {  # the shipped files: trained weights and run outputs left out
+            str(p.relative_to(bundle))
+            for p in bundle.rglob("*")
+            if p.is_file() and p.suffix not in (".pt", ".ts") and "runs" not in p.parts
+        }
+
+    assert files(BUNDLE) == files(REPO / "bundles" / "pancreas")
+    metadata = json.loads((CONFIGS / "metadata.json").read_text())
+    assert metadata["network_data_format"]["inputs"]["image"]["num_channels"] == 1
+    assert metadata["network_data_format"]["outputs"]["pred"]["num_channels"] == 2
