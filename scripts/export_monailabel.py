@@ -9,7 +9,7 @@ of the bundle the checkpoint was trained with are passed as bundle overrides. ``
 replaces only an unchanged earlier export; any other folder is refused and left as it is. A refused
 request ends with its reason as the last line and exit status 2. Any SASNet bundle of this repository
 (``--bundle``, default ``bundles/la``); its name in the app is ``sasnet_<bundle folder name>`` unless
-``--name`` says otherwise. See bundles/la/docs/monailabel.md and bundles/pancreas/docs/monailabel.md.
+``--name`` says otherwise. See bundles/la/docs/monailabel.md, bundles/pancreas/docs/monailabel.md and bundles/brats/docs/monailabel.md.
 
 Usage:
     python scripts/export_monailabel.py --checkpoint bundles/la/models/model.pt --app_dir apps/sasnet
@@ -58,7 +58,7 @@ def export(
         app_dir: MONAI Label app folder; the bundle goes to <app_dir>/model/<name>.
         output_dir: the bundle folder to write instead (exactly one of app_dir, output_dir).
         name: the bundle's name in the app (it must not contain deepedit, deepgrow, detection or classification);
-            default ``sasnet_<bundle folder name>`` (``sasnet_la``, ``sasnet_pancreas``).
+            default ``sasnet_<bundle folder name>`` (``sasnet_la``, ``sasnet_pancreas``, ``sasnet_brats``).
         bundle: the SASNet bundle whose configs are exported (default: bundles/la of this repository).
         bundle_dir: the same as `bundle` (its former name; pass one of them).
         overwrite: replace an earlier export of this script (unchanged, with nothing else in its folder).

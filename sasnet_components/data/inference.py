@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor, NibabelWriter
-from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityRanged
+from monai.transforms import ClipIntensityPercentilesd, MapTransform, NormalizeIntensityd, ScaleIntensityRanged
 
 from sasnet_components.data.checks import error_reason, nonfinite_message
 from sasnet_components.utils.errors import InvalidInputError, MissingInputError, check_option
@@ -42,7 +42,8 @@ logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 OUTPUT_EXT = ".nii.gz"
-INTENSITY_OPTIONS = ("none", "zscore", "window_zscore")
+INTENSITY_OPTIONS = ("none", "zscore", "window_zscore", "brain_zscore")
+BRAIN_CLIP_PERCENTILE = 99.9  # upper clip of ``"brain_zscore"``: percentile of the whole volume
 
 
 def intensity_transforms(
@@ -53,7 +54,9 @@ def intensity_transforms(
     - ``"none"``: nothing (inputs prepared as the training volumes were, e.g. z-scored LA volumes);
     - ``"zscore"``: z-score over the whole volume (a raw MR scan);
     - ``"window_zscore"``: clip to `window` (e.g. HU ``[-125, 275]``), scale it to [0, 1], then z-score
-      over the whole volume (a raw CT scan, as the Pancreas-CT preparation does before its z-score).
+      over the whole volume (a raw CT scan, as the Pancreas-CT preparation does before its z-score);
+    - ``"brain_zscore"``: clip at the 99.9th percentile of the whole volume, then z-score over the non-zero
+      voxels, zeros staying 0 (a skull-stripped brain MR scan with a zero background, e.g. BraTS FLAIR).
 
     Args:
         intensity: one of :data:`INTENSITY_OPTIONS`.
@@ -71,6 +74,11 @@ def intensity_transforms(
         return []
     if intensity == "zscore":
         return [NormalizeIntensityd(keys=keys)]
+    if intensity == "brain_zscore":
+        return [
+            ClipIntensityPercentilesd(keys=keys, lower=None, upper=BRAIN_CLIP_PERCENTILE),
+            NormalizeIntensityd(keys=keys, nonzero=True),
+        ]
     try:
         low, high = (float(v) for v in window)  # type: ignore[union-attr]
         valid = low < high and all(np.isfinite([low, high]))

@@ -1,9 +1,10 @@
-"""What the bundles share is written once: the LA and Pancreas-CT configs differ only in dataset-specific values.
+"""What the bundles share is written once: the LA, Pancreas-CT and BraTS configs differ only in dataset-specific values.
 
-Both bundles' ``train.yaml``, ``evaluate.yaml`` and ``inference.yaml`` are read as plain YAML (nothing
-instantiated, no expression evaluated) and compared item by item, nested items and list entries
-included. Only the items of :data:`DATASET_SPECIFIC` may differ, and each of them must differ (else it
-belongs to the shared part). A shared value changed in one bundle alone fails here: change it in both.
+Every bundle's ``train.yaml``, ``evaluate.yaml`` and ``inference.yaml`` is read as plain YAML (nothing
+instantiated, no expression evaluated) and compared item by item with the LA bundle's, nested items and
+list entries included. Only the items of :data:`DATASET_SPECIFIC` may differ, and each of them must differ
+between at least two bundles (else it belongs to the shared part). A shared value changed in one bundle
+alone fails here: change it in all of them.
 """
 
 from __future__ import annotations
@@ -16,25 +17,27 @@ import pytest
 import yaml
 
 BUNDLES = Path(__file__).resolve().parents[2] / "bundles"
+REFERENCE = "la"  # every other bundle is compared with this one
+OTHERS = ("pancreas", "brats")
 
 # file -> items (``a#b#0``) whose values are the dataset's: data paths, patch, views, split, spacing, windows
 DATASET_SPECIFIC = {
     "train.yaml": {
-        "num_labeled",  # LA 16 of 80 (20 %), Pancreas-CT 12 of 62 (20 %)
-        "patch_size",  # 112x112x80 / 96^3
-        "views",  # in-plane swap / identity, swap(1, 2), swap(0, 2)
-        "val_stride",  # 'paper' protocol validation stride: 18/18/4 / 16
-        "dataset_dir",  # data/la / data/pancreas
+        "num_labeled",  # LA 16 of 80, Pancreas-CT 12 of 62, BraTS 50 of 250 (20 %)
+        "patch_size",  # 112x112x80 / 96^3 / 96^3
+        "views",  # in-plane swap / identity, swap(1, 2), swap(0, 2) (Pancreas-CT, BraTS)
+        "val_stride",  # 'paper' protocol validation stride: 18/18/4 / 16 / 16
+        "dataset_dir",  # data/la / data/pancreas / data/brats
         "model_checkpoint_hint",  # names the bundle's folder
     },
     "evaluate.yaml": {
-        "eval_roi_size",  # the paper's sliding window of each dataset
+        "eval_roi_size",  # the paper's sliding window of each dataset (BraTS: the reference's 96^3 setting)
         "eval_stride",
     },
     "inference.yaml": {
-        "inference_spacing",  # training spacing: 0.625 mm / 1 mm
-        "intensity",  # prepared MR volumes / raw CT in HU
-        "intensity_window",  # none / HU [-125, 275]
+        "inference_spacing",  # training spacing: 0.625 mm / 1 mm / 1 mm
+        "intensity",  # prepared MR volumes / raw CT in HU / skull-stripped FLAIR (brain z-score)
+        "intensity_window",  # none / HU [-125, 275] / none
     },
 }
 
@@ -70,14 +73,22 @@ def config_differences(first: Dict[str, Any], second: Dict[str, Any], allowed: s
     return problems
 
 
+@pytest.mark.parametrize("other", OTHERS)
 @pytest.mark.parametrize("name", sorted(DATASET_SPECIFIC))
-def test_la_and_pancreas_configs_differ_only_in_dataset_values(name):
-    la, pancreas = _load("la", name), _load("pancreas", name)
-    assert set(la) == set(pancreas), "both bundles define the same keys"
-    differences = config_differences(la, pancreas, DATASET_SPECIFIC[name])
-    assert differences == [], f"{name}: shared values differ between bundles/la and bundles/pancreas: {differences}"
-    for key in sorted(DATASET_SPECIFIC[name]):  # the allow-list stays minimal: every entry is dataset-specific
-        assert key in la and la[key] != pancreas[key], f"{name}: {key!r} is the same in both bundles; it is shared"
+def test_bundle_configs_differ_only_in_dataset_values(name, other):
+    reference, config = _load(REFERENCE, name), _load(other, name)
+    assert set(reference) == set(config), f"bundles/{REFERENCE} and bundles/{other} define the same keys"
+    differences = config_differences(reference, config, DATASET_SPECIFIC[name])
+    assert differences == [], f"{name}: shared values differ between bundles/{REFERENCE} and bundles/{other}: {differences}"
+
+
+@pytest.mark.parametrize("name", sorted(DATASET_SPECIFIC))
+def test_every_allowed_key_is_dataset_specific(name):
+    configs = {bundle: _load(bundle, name) for bundle in (REFERENCE, *OTHERS)}
+    for key in sorted(DATASET_SPECIFIC[name]):  # the allow-list stays minimal: every entry differs somewhere
+        values = [yaml.safe_dump(c[key]) for c in configs.values() if key in c]
+        assert len(values) == len(configs), f"{name}: {key!r} missing from a bundle"
+        assert len(set(values)) > 1, f"{name}: {key!r} is the same in every bundle; it is shared"
 
 
 def test_a_shared_value_changed_in_one_bundle_is_caught():

@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.data import NibabelWriter
 
-from sasnet_components.data.inference import AtomicNibabelWriter
+from sasnet_components.data.inference import AtomicNibabelWriter, intensity_transforms
 
 AFFINE = np.diag([0.5, 0.75, 2.0, 1.0])
 
@@ -45,3 +45,21 @@ def test_failed_write_keeps_the_previous_file_and_leaves_nothing(tmp_path: Path,
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["case_seg.nii.gz"]  # no temporary
     assert float(nib.load(str(target)).get_fdata().max()) == 1.0  # the previous output, whole
+
+
+def test_brain_zscore_clips_then_normalises_the_brain_only():
+    rng = np.random.default_rng(0)
+    brain = rng.normal(100.0, 10.0, size=2000).astype(np.float32)
+    brain[0] = 1e5  # one hot voxel: clipped at the volume's 99.9th percentile
+    volume = np.concatenate([np.zeros(1000, np.float32), brain])
+    data = {"image": torch.from_numpy(volume).reshape(1, 30, 10, 10)}
+    for t in intensity_transforms("brain_zscore"):
+        data = t(data)
+    out = torch.as_tensor(data["image"]).flatten().numpy()
+    assert (out[:1000] == 0).all()  # background stays 0
+    clipped = np.minimum(volume, np.percentile(volume, 99.9))[1000:]
+    np.testing.assert_allclose(out[1000:], (clipped - clipped.mean()) / clipped.std(), rtol=1e-4, atol=1e-4)
+    assert abs(out[1000:].mean()) < 1e-4 and abs(out[1000:].std() - 1.0) < 1e-3
+    assert out.max() < 10.0  # the hot voxel no longer dominates
+    # the other options are unchanged
+    assert intensity_transforms("none") == [] and len(intensity_transforms("zscore")) == 1
