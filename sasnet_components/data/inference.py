@@ -56,7 +56,8 @@ def intensity_transforms(
     - ``"window_zscore"``: clip to `window` (e.g. HU ``[-125, 275]``), scale it to [0, 1], then z-score
       over the whole volume (a raw CT scan, as the Pancreas-CT preparation does before its z-score);
     - ``"brain_zscore"``: clip at the 99.9th percentile of the whole volume, then z-score over the non-zero
-      voxels, zeros staying 0 (a skull-stripped brain MR scan with a zero background, e.g. BraTS FLAIR).
+      voxels, zeros staying 0 (a skull-stripped brain MR scan with a zero background, e.g. BraTS FLAIR);
+      each channel on its own (the four BraTS modalities).
 
     Args:
         intensity: one of :data:`INTENSITY_OPTIONS`.
@@ -76,8 +77,8 @@ def intensity_transforms(
         return [NormalizeIntensityd(keys=keys)]
     if intensity == "brain_zscore":
         return [
-            ClipIntensityPercentilesd(keys=keys, lower=None, upper=BRAIN_CLIP_PERCENTILE),
-            NormalizeIntensityd(keys=keys, nonzero=True),
+            ClipIntensityPercentilesd(keys=keys, lower=None, upper=BRAIN_CLIP_PERCENTILE, channel_wise=True),
+            NormalizeIntensityd(keys=keys, nonzero=True, channel_wise=True),  # each modality on its own
         ]
     try:
         low, high = (float(v) for v in window)  # type: ignore[union-attr]
@@ -108,8 +109,9 @@ def output_path(output_dir: Union[str, os.PathLike], case_id: str, postfix: str)
     return Path(output_dir) / f"{case_id}_{postfix}{OUTPUT_EXT}"
 
 
-def _input_problem(path: Path, check_data: bool = True) -> Optional[str]:
-    """None when `path` is a readable 3D (or 4D with one volume) NIfTI image with finite values, else why not.
+def _input_problem(path: Path, check_data: bool = True, channels: int = 1) -> Optional[str]:
+    """None when `path` is a readable NIfTI image of `channels` channels with finite values, else why not:
+    3D (or 4D with one volume) for one channel, ``(X, Y, Z, channels)`` for several.
 
     With `check_data` false only the header is read (no check of truncation or of the values).
     """
@@ -118,10 +120,10 @@ def _input_problem(path: Path, check_data: bool = True) -> Optional[str]:
         if not check_data:
             return None
         shape = tuple(int(s) for s in img.shape)
-        if len(shape) == 4 and shape[3] == 1:
-            shape = shape[:3]
-        if len(shape) != 3 or min(shape) < 1:
-            return f"expected a 3D image, got shape {tuple(img.shape)}"
+        spatial = shape[:3] if len(shape) == 4 and shape[3] == channels else shape if channels == 1 else ()
+        if len(spatial) != 3 or min(spatial) < 1:
+            expected = "a 3D image" if channels == 1 else f"an image of shape (X, Y, Z, {channels}) ({channels} channels)"
+            return f"expected {expected}, got shape {tuple(img.shape)}"
         if not np.all(np.isfinite(img.affine)):
             return "its affine is not finite"
         data = np.asanyarray(img.dataobj)  # a truncated .nii.gz only fails when the data are read
@@ -186,6 +188,7 @@ def inference_datalist(
     overwrite: bool = False,
     outputs: Sequence[Sequence[str]] = (("", "seg"),),
     check_data: bool = True,
+    channels: int = 1,
 ) -> List[Dict[str, str]]:
     """List the NIfTI files (``.nii``, ``.nii.gz``) directly inside `input_dir` that are to be segmented.
 
@@ -203,6 +206,7 @@ def inference_datalist(
             <case_id>_<postfix>.nii.gz`` (``""`` = `output_dir` itself); a case is done when all exist.
         check_data: read each image's data once to find truncated files and non-finite voxels
             (otherwise only the header; such files then fail when loaded for inference).
+        channels: the network's input channels: 1 takes 3D images, more take ``(X, Y, Z, channels)``.
 
     Returns:
         ``[{"image": absolute path, "case_id": file name without suffix}, ...]``; ``[]`` when
@@ -241,7 +245,7 @@ def inference_datalist(
         if not overwrite and _has_outputs(output_root, case_id, pairs):
             done += 1
             continue
-        problem = _input_problem(path, check_data)
+        problem = _input_problem(path, check_data, channels)
         if problem is not None:
             refused += 1
             logger.error(f"skipping input {path.name!r} ({path}): {problem}")
@@ -266,6 +270,7 @@ def inference_report(
     input_dir: Union[str, os.PathLike],
     output_dir: Union[str, os.PathLike],
     outputs: Sequence[Sequence[str]] = (("", "seg"),),
+    channels: int = 1,
 ) -> str:
     """End an inference run: check that every NIfTI input of `input_dir` has all its outputs.
 
@@ -276,6 +281,7 @@ def inference_report(
         input_dir: folder of input images (as for :func:`inference_datalist`).
         output_dir: folder of the outputs.
         outputs: ``[subfolder, postfix]`` pairs of the outputs of a case (as for :func:`inference_datalist`).
+        channels: the network's input channels (as for :func:`inference_datalist`).
 
     Returns:
         ``"inference: <n> of <n> inputs segmented, outputs in <output_dir>"``, also printed.
@@ -293,7 +299,7 @@ def inference_report(
     files = _nifti_inputs(input_path)
     missing = [p for p in files if not _has_outputs(output_root, case_id_of(p), pairs)]
     if missing:
-        reasons = [f"{p.name!r} ({p}): {_input_problem(p) or 'no output written'}" for p in missing]
+        reasons = [f"{p.name!r} ({p}): {_input_problem(p, channels=channels) or 'no output written'}" for p in missing]
         raise SystemExit(
             f"inference: {len(missing)} of {len(files)} inputs not segmented (no output written for them): "
             + "; ".join(reasons)

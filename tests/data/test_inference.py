@@ -63,3 +63,16 @@ def test_brain_zscore_clips_then_normalises_the_brain_only():
     assert out.max() < 10.0  # the hot voxel no longer dominates
     # the other options are unchanged
     assert intensity_transforms("none") == [] and len(intensity_transforms("zscore")) == 1
+
+
+def test_inputs_of_a_multi_channel_network(tmp_path):
+    from sasnet_components.data.inference import _input_problem
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6, 4), np.float32), np.eye(4)), str(tmp_path / "four.nii.gz"))
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 6), np.float32), np.eye(4)), str(tmp_path / "three.nii.gz"))
+    assert _input_problem(tmp_path / "four.nii.gz", channels=4) is None
+    assert _input_problem(tmp_path / "three.nii.gz") is None
+    assert _input_problem(tmp_path / "three.nii.gz", channels=4) == (
+        "expected an image of shape (X, Y, Z, 4) (4 channels), got shape (4, 5, 6)"
+    )
+    assert _input_problem(tmp_path / "four.nii.gz") == "expected a 3D image, got shape (4, 5, 6, 4)"
