@@ -235,7 +235,7 @@ def test_export_script_takes_the_bundle(trained, tmp_path):
     assert (bundle / "models" / "model.ts").is_file()
 
 
-def test_the_bundle_holds_the_same_files_as_pancreas():
+def test_the_bundle_holds_the_same_files_as_pancreas_and_multiclass_yaml():
     def files(bundle: Path) -> set:
         return {  # the shipped files: trained weights and run outputs left out
             str(p.relative_to(bundle))
@@ -243,7 +243,8 @@ def test_the_bundle_holds_the_same_files_as_pancreas():
             if p.is_file() and p.suffix not in (".pt", ".ts") and "runs" not in p.parts
         }
 
-    assert files(BUNDLE) == files(REPO / "bundles" / "pancreas")
+    # plus the sub-region configuration, BraTS's own
+    assert files(BUNDLE) == files(REPO / "bundles" / "pancreas") | {"configs/multiclass.yaml"}
     metadata = json.loads((CONFIGS / "metadata.json").read_text())
     assert metadata["network_data_format"]["inputs"]["image"]["num_channels"] == 1
     assert metadata["network_data_format"]["outputs"]["pred"]["num_channels"] == 2
