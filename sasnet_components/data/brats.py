@@ -60,10 +60,11 @@ from sasnet_components.data.prepare import (
     CaseSource,
     check_finite,
     prepare_cases,
+    read_h5_pair,
     read_id_list,
     resolve_folders,
 )
-from sasnet_components.utils.errors import InvalidInputError, MissingInputError, UnknownKeyError
+from sasnet_components.utils.errors import InvalidInputError, MissingInputError
 
 __all__ = [
     "BRATS_SPACING",
@@ -313,22 +314,10 @@ def load_brats_h5(path: PathLike, case_id: str = "") -> tuple[np.ndarray, np.nda
         KeyError: ``image`` or ``label`` is missing.
         ValueError: unreadable file, not 3D, shapes differ, non-finite voxels, label values outside {0, 1, 2, 4}.
     """
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"case '{case_id}': h5 file '{path}' does not exist.")
-    try:
-        with h5py.File(path, "r") as f:
-            missing = [k for k in ("image", "label") if k not in f]
-            if missing:
-                raise UnknownKeyError(
-                    f"case '{case_id}': '{path}' must hold datasets 'image' and 'label', missing {missing}."
-                )
-            image = np.asarray(f["image"][()])
-            label = np.asarray(f["label"][()])
-    except OSError as e:
-        raise read_error(f"case '{case_id}': cannot read '{path}'", e) from e
+    image, label = read_h5_pair(path, case_id)
     if image.ndim != 3 or image.shape != label.shape:
         raise InvalidInputError(
             f"case '{case_id}': image and label must be 3D of the same shape, got image {tuple(image.shape)} and "

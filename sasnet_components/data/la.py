@@ -72,10 +72,21 @@ from typing import Any, Union
 import numpy as np
 
 from sasnet_components.data.checks import read_error
-from sasnet_components.data.prepare import CaseData, CaseReader, CaseSource
+from sasnet_components.data.prepare import (
+    CaseData,
+    CaseReader,
+    CaseSource,
+)
 from sasnet_components.data.prepare import build_datalist as core_build_datalist
-from sasnet_components.data.prepare import check_finite, prepare_cases, read_id_list, read_id_lists, resolve_folders
-from sasnet_components.utils.errors import InvalidInputError, MissingInputError, UnknownKeyError
+from sasnet_components.data.prepare import (
+    check_finite,
+    prepare_cases,
+    read_h5_pair,
+    read_id_list,
+    read_id_lists,
+    resolve_folders,
+)
+from sasnet_components.utils.errors import InvalidInputError, MissingInputError
 
 __all__ = [
     "LA_SPACING",
@@ -293,17 +304,7 @@ def load_h5_case(path: PathLike, case_id: str = "") -> tuple[np.ndarray, np.ndar
         ValueError: the file cannot be read (not HDF5, damaged; the message names case, path and
             h5py's reason), shapes differ or are not 3D, or the label holds values outside ``{0, 1}``.
     """
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            missing = [k for k in ("image", "label") if k not in f]
-            if missing:
-                raise UnknownKeyError(f"case '{case_id}': '{path}' must hold datasets 'image' and 'label', missing {missing}.")
-            image = np.asarray(f["image"][()])
-            label = np.asarray(f["label"][()])
-    except OSError as e:  # h5py's error for a file that is not HDF5 or is damaged
-        raise read_error(f"case '{case_id}': cannot read '{path}'", e) from e
+    image, label = read_h5_pair(path, case_id)
     if image.shape != label.shape:
         raise InvalidInputError(
             f"case '{case_id}': image and label must have the same shape, got image {tuple(image.shape)} "

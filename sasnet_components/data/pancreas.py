@@ -69,11 +69,12 @@ from sasnet_components.data.prepare import (
     CaseReader,
     CaseSource,
     prepare_cases,
+    read_h5_pair,
     read_id_list,
     read_id_lists,
     resolve_folders,
 )
-from sasnet_components.utils.errors import InvalidInputError, MissingInputError, UnknownKeyError
+from sasnet_components.utils.errors import InvalidInputError, MissingInputError
 
 __all__ = [
     "PANCREAS_SPACING",
@@ -394,22 +395,10 @@ def load_pancreas_h5(path: PathLike, case_id: str = "") -> tuple[np.ndarray, np.
             not 3D, a volume holds NaN or infinite values, or the label holds values outside
             ``{0, 1}``. Messages name the case and the file.
     """
-    import h5py
-
     path = Path(path)
     if not path.is_file():
         raise MissingInputError(f"case '{case_id}': h5 file '{path}' does not exist.")
-    try:
-        with h5py.File(path, "r") as f:
-            missing = [k for k in ("image", "label") if k not in f]
-            if missing:
-                raise UnknownKeyError(
-                    f"case '{case_id}': '{path}' must hold datasets 'image' and 'label', missing {missing}."
-                )
-            image = np.asarray(f["image"][()])
-            label = np.asarray(f["label"][()])
-    except OSError as e:  # h5py's error for a file that is not HDF5 or is damaged
-        raise read_error(f"case '{case_id}': cannot read '{path}'", e) from e
+    image, label = read_h5_pair(path, case_id)
     _check_pair(image, label, case_id, path)
     return image.astype(np.float32, copy=False), label.astype(np.uint8, copy=False), PANCREAS_SPACING
 

@@ -100,9 +100,9 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from sasnet_components.data.checks import exception_message, nonfinite_message
+from sasnet_components.data.checks import exception_message, nonfinite_message, read_error
 from sasnet_components.utils.console import log_above_bars
-from sasnet_components.utils.errors import InvalidInputError, MissingInputError, OutputExistsError
+from sasnet_components.utils.errors import InvalidInputError, MissingInputError, OutputExistsError, UnknownKeyError
 from sasnet_components.utils.io import atomic_path, atomic_write_text, sha256_file
 
 __all__ = [
@@ -113,6 +113,7 @@ __all__ = [
     "build_datalist",
     "check_finite",
     "prepare_cases",
+    "read_h5_pair",
     "read_id_list",
     "read_id_lists",
     "resolve_folders",
@@ -351,6 +352,32 @@ def resolve_folders(
 # ---------------------------------------------------------------------------------------------
 # checks
 # ---------------------------------------------------------------------------------------------
+
+
+def read_h5_pair(path: PathLike, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ``image`` and ``label`` datasets of a community h5 case file, as stored (readers check them).
+
+    Args:
+        path: the h5 file.
+        case_id: named in error messages.
+
+    Returns:
+        ``(image, label)`` numpy arrays.
+
+    Raises:
+        KeyError: ``image`` or ``label`` is missing (names the case, the file and what is missing).
+        ValueError: the file cannot be read (not HDF5, damaged), with h5py's reason.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in ("image", "label") if k not in f]
+            if missing:
+                raise UnknownKeyError(f"case '{case_id}': '{path}' must hold datasets 'image' and 'label', missing {missing}.")
+            return np.asarray(f["image"][()]), np.asarray(f["label"][()])
+    except OSError as e:  # h5py's error for a file that is not HDF5 or is damaged
+        raise read_error(f"case '{case_id}': cannot read '{path}'", e) from e
 
 
 def check_finite(case_id: str, where: PathLike, **arrays: Optional[np.ndarray]) -> None:
