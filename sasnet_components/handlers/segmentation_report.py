@@ -415,8 +415,9 @@ class SegmentationReport:
                     return name
         return f"case_{len(self._records)}"
 
-    def _class_map(self, value: Any, name: str, key: str, case_id: str) -> torch.Tensor:
-        """``(1 | C, *spatial)`` -> ``(*spatial)`` class indices."""
+    @staticmethod
+    def _plain_tensor(value: Any, name: str, key: str, case_id: str) -> torch.Tensor:
+        """`value` (tensor, MetaTensor or numpy array) as a detached plain tensor."""
         if isinstance(value, np.ndarray):
             value = torch.from_numpy(value)
         if not isinstance(value, torch.Tensor):
@@ -424,8 +425,11 @@ class SegmentationReport:
                 f"case {case_id!r}: `{name}` (output[{key!r}]) must be a torch.Tensor or numpy array, "
                 f"got {type(value).__name__}."
             )
-        x = value.as_tensor() if isinstance(value, MetaTensor) else value
-        x = x.detach()
+        return (value.as_tensor() if isinstance(value, MetaTensor) else value).detach()
+
+    def _class_map(self, value: Any, name: str, key: str, case_id: str) -> torch.Tensor:
+        """``(1 | C, *spatial)`` -> ``(*spatial)`` class indices."""
+        x = self._plain_tensor(value, name, key, case_id)
         if x.ndim not in (3, 4):
             raise ValueError(
                 f"case {case_id!r}: `{name}` (output[{key!r}]) must have shape (C, H, W) or (C, H, W, D) "
@@ -470,14 +474,7 @@ class SegmentationReport:
 
     def _region_masks(self, value: Any, name: str, key: str, case_id: str) -> torch.Tensor:
         """``(R, *spatial)`` binary region masks -> bool tensor of the same shape."""
-        if isinstance(value, np.ndarray):
-            value = torch.from_numpy(value)
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(
-                f"case {case_id!r}: `{name}` (output[{key!r}]) must be a torch.Tensor or numpy array, "
-                f"got {type(value).__name__}."
-            )
-        x = (value.as_tensor() if isinstance(value, MetaTensor) else value).detach()
+        x = self._plain_tensor(value, name, key, case_id)
         regions = len(self.region_names)
         if x.ndim not in (3, 4) or x.shape[0] != regions:
             raise ValueError(
