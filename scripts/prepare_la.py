@@ -35,24 +35,15 @@ from pathlib import Path
 
 try:
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
-    from sasnet_components.utils.console import progress_option
+    from sasnet_components.utils.console import bool_option, progress_option
     from sasnet_components.utils.errors import script_errors
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
-    from sasnet_components.utils.console import progress_option
+    from sasnet_components.utils.console import bool_option, progress_option
     from sasnet_components.utils.errors import script_errors
 
 __all__ = ["parse_args", "main"]
-
-
-def _str2bool(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "y", "on"):
-        return True
-    if lowered in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (True / False), got {value!r}")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -67,7 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the raw-layout crop margins (default 0)")
     p.add_argument(
         "--overwrite",
-        type=_str2bool,
+        type=bool_option,
         nargs="?",
         const=True,
         default=False,

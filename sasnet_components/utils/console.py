@@ -12,7 +12,7 @@ from tqdm import tqdm
 from .bundle import as_bool
 from .errors import InvalidInputError
 
-__all__ = ["TqdmLoggingHandler", "log_above_bars", "progress_enabled", "progress_option"]
+__all__ = ["TqdmLoggingHandler", "bool_option", "log_above_bars", "progress_enabled", "progress_option"]
 
 
 def progress_enabled(value: Union[bool, str], name: str = "progress", stream: Optional[TextIO] = None) -> bool:
@@ -46,6 +46,20 @@ def progress_enabled(value: Union[bool, str], name: str = "progress", stream: Op
         return as_bool(value, name)
     except ValueError:
         raise InvalidInputError(f"`{name}` must be auto, true or false (also yes/no, on/off, 1/0), got {value!r}.") from None
+
+
+def bool_option(value: str) -> bool:
+    """A boolean as an ``argparse`` type: ``1/0, true/false, yes/no, y/n, on/off`` (any case).
+
+    Raises:
+        argparse.ArgumentTypeError: any other value (argparse reports it).
+    """
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "y", "on"):
+        return True
+    if lowered in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (True / False), got {value!r}")
 
 
 def progress_option(value: str) -> bool:
