@@ -37,6 +37,14 @@ class TwoStreamBatchSampler(Sampler[List[Union[int, Tuple[int, int]]]]):
     sampler in a checkpoint's ``save_dict``; its position comes from the trainer's iteration
     (``SemiSupervisedTrainer`` calls :meth:`set_epoch` when an epoch starts).
 
+    Several processes (``num_replicas > 1``, one per GPU under ``torchrun``) share each batch of
+    the plan: every process builds the same batches from the same seed and takes its own
+    ``labeled_batch_size / num_replicas`` labeled and ``(batch_size - labeled_batch_size) /
+    num_replicas`` unlabeled entries, with the item seeds of their places in the whole batch. The
+    processes' batches are disjoint, together they are the single-process batch (the same cases,
+    crops and views), and an epoch has as many iterations as in a single process. The state dict
+    does not depend on the number of processes.
+
     Args:
         labeled_indices: dataset indices of labeled samples.
         unlabeled_indices: dataset indices of unlabeled samples (may be empty only when
@@ -45,10 +53,14 @@ class TwoStreamBatchSampler(Sampler[List[Union[int, Tuple[int, int]]]]):
         labeled_batch_size: labeled samples per batch (reference: 2).
         seed: base seed of the permutations and of the items' seeds (``>= 0``).
         sample_seeds: yield ``(index, seed)`` pairs instead of indices (see :class:`SeededDataset`).
+        num_replicas: processes sharing each batch (>= 1); it must divide both the labeled and the
+            unlabeled part of the batch.
+        rank: this process's share, in ``[0, num_replicas)``.
 
     Raises:
         ValueError: when the batch sizes are inconsistent, there are fewer labeled indices than
-            `labeled_batch_size`, unlabeled indices are needed but missing, or `seed` is negative.
+            `labeled_batch_size`, unlabeled indices are needed but missing, `seed` is negative, or
+            `num_replicas` does not divide the two parts of the batch (or `rank` is outside it).
 
     Example::
 
@@ -64,6 +76,8 @@ class TwoStreamBatchSampler(Sampler[List[Union[int, Tuple[int, int]]]]):
         labeled_batch_size: int = 2,
         seed: int = 0,
         sample_seeds: bool = False,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
         self.labeled = [int(i) for i in labeled_indices]
         self.unlabeled = [int(i) for i in unlabeled_indices]
@@ -86,6 +100,21 @@ class TwoStreamBatchSampler(Sampler[List[Union[int, Tuple[int, int]]]]):
             raise InvalidInputError(f"`seed` must be >= 0, got {seed}.")
         self.seed = int(seed)
         self.sample_seeds = bool(sample_seeds)
+        num_replicas, rank = int(num_replicas), int(rank)
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise InvalidInputError(
+                f"`rank` must be in [0, num_replicas) with num_replicas >= 1, got rank {rank} of {num_replicas}."
+            )
+        if labeled_batch_size % num_replicas or self.unlabeled_batch_size % num_replicas:
+            labeled = -(-labeled_batch_size // num_replicas) * num_replicas
+            unlabeled = -(-self.unlabeled_batch_size // num_replicas) * num_replicas
+            raise InvalidInputError(
+                f"a batch of {labeled_batch_size} labeled + {self.unlabeled_batch_size} unlabeled samples cannot be "
+                f"shared by {num_replicas} processes: both parts must be multiples of {num_replicas} (the batch sizes "
+                f"are those of the whole batch of all processes), e.g. labeled_batch_size {labeled} and batch_size "
+                f"{labeled + unlabeled}."
+            )
+        self.num_replicas, self.rank = num_replicas, rank
         self.epoch = 0
         self.start = 0
 
@@ -156,10 +185,22 @@ class TwoStreamBatchSampler(Sampler[List[Union[int, Tuple[int, int]]]]):
         order = np.random.default_rng([self.seed, 0, epoch]).permutation(len(self.labeled))
         position = (epoch * len(self) + start) * self.unlabeled_batch_size
         unlabeled = self._unlabeled_from(position) if self.unlabeled else iter(())
+        slots = self._slots()
         for b in range(start, len(self)):
             batch = [self.labeled[i] for i in order[b * self.labeled_batch_size : (b + 1) * self.labeled_batch_size]]
             batch += [next(unlabeled) for _ in range(self.unlabeled_batch_size)]
-            yield [(i, self._item_seed(epoch, b, slot)) for slot, i in enumerate(batch)] if self.sample_seeds else batch
+            if self.sample_seeds:
+                yield [(batch[slot], self._item_seed(epoch, b, slot)) for slot in slots]
+            else:
+                yield [batch[slot] for slot in slots]
+
+    def _slots(self) -> List[int]:
+        """Places in the whole batch of this process's entries: its labeled ones, then its unlabeled ones."""
+        labeled, unlabeled = self.labeled_batch_size // self.num_replicas, self.unlabeled_batch_size // self.num_replicas
+        first = self.rank * labeled
+        own = list(range(first, first + labeled))
+        first = self.labeled_batch_size + self.rank * unlabeled
+        return own + list(range(first, first + unlabeled))
 
 
 class SeededDataset(Dataset):

@@ -180,6 +180,44 @@ def test_sample_seeds_pair_every_index_with_a_seed_of_its_position():
     assert list(_sampler(seed=10, sample_seeds=True)) != seeded
 
 
+# ---------------------------------------------------------------------- several processes
+@pytest.mark.parametrize("sample_seeds", [False, True])
+def test_processes_take_disjoint_shares_of_the_single_process_batches(sample_seeds):
+    sizes = dict(seed=4, batch_size=8, labeled_batch_size=4, sample_seeds=sample_seeds)
+    whole = _sampler(**sizes)
+    shares = [_sampler(**sizes, num_replicas=2, rank=r) for r in (0, 1)]
+    assert [len(s) for s in shares] == [len(whole)] * 2 == [2, 2]  # as many iterations per epoch
+    for _ in range(3):  # epochs
+        for batch, first, second in zip(whole, *shares):
+            # labeled slots 0-1 | 2-3, unlabeled slots 4-5 | 6-7, each with the item seed of its slot
+            assert first == batch[0:2] + batch[4:6] and second == batch[2:4] + batch[6:8]
+
+
+def test_a_resumed_share_continues_its_process_batches():
+    uninterrupted = _sampler(seed=5, num_replicas=2, rank=1, sample_seeds=True)
+    epochs = [list(uninterrupted) for _ in range(2)]
+    resumed = _sampler(seed=5, num_replicas=2, rank=1, sample_seeds=True)
+    resumed.set_epoch(1, start=3)
+    assert list(resumed) == epochs[1][3:]
+    assert _sampler(num_replicas=2, rank=1).state_dict() == _sampler().state_dict()  # no trace of the processes
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_replicas=4), r"2 labeled \+ 2 unlabeled samples cannot be shared by 4 processes.*labeled_batch_size 4 and "
+         r"batch_size 8"),
+        (dict(batch_size=3, num_replicas=2), r"2 labeled \+ 1 unlabeled samples cannot be shared by 2 processes.*"
+         r"labeled_batch_size 2 and batch_size 4"),
+        (dict(num_replicas=2, rank=2), r"`rank` must be in \[0, num_replicas\).*got rank 2 of 2"),
+        (dict(num_replicas=0), r"`rank` must be in \[0, num_replicas\).*got rank 0 of 0"),
+    ],
+)
+def test_shares_that_do_not_divide_the_batch_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        _sampler(**kwargs)
+
+
 def test_state_dict_restores_the_seed_and_checks_the_pools():
     saved = _sampler(seed=21).state_dict()
     assert saved == {"seed": 21, "num_labeled": 8, "num_unlabeled": 4, "batch_size": 4, "labeled_batch_size": 2}
