@@ -8,17 +8,20 @@ from contextlib import nullcontext
 from typing import Any, Callable, ContextManager, Dict, Iterable, Mapping, Optional, Union
 
 import torch
+import torch.distributed as dist
 from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from monai.engines.trainer import Trainer
 from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
+from torch.nn.parallel import DistributedDataParallel
 
 from sasnet_components.handlers.sar_fusion import SARFusion
 from sasnet_components.losses.plc import PLCLoss
 from sasnet_components.losses.seg import SegLoss
 from sasnet_components.losses.src import SRCLoss, ensemble_to_sdm
 from sasnet_components.transforms.signed_distance import SDM_BACKENDS
+from sasnet_components.utils.distributed import is_distributed
 from sasnet_components.utils.errors import InvalidInputError, check_option
 
 __all__ = ["SemiSupervisedTrainer", "sigmoid_rampup"]
@@ -50,6 +53,18 @@ def _channels_last(network: torch.nn.Module) -> torch.memory_format:
     if len(ranks) != 1:
         raise InvalidInputError(f"`channels_last` needs a 2D or 3D convolutional network, got weights of ranks {sorted(ranks)}.")
     return torch.channels_last_3d if ranks == {5} else torch.channels_last
+
+
+def _broadcast_buffers(module: torch.nn.Module) -> None:
+    """Give every process rank 0's buffers of `module` (batch-norm statistics): one broadcast per dtype."""
+    by_dtype: Dict[torch.dtype, list] = {}
+    for buffer in module.buffers():
+        by_dtype.setdefault(buffer.dtype, []).append(buffer)
+    for buffers in by_dtype.values():
+        flat = torch.cat([b.reshape(-1) for b in buffers])
+        dist.broadcast(flat, src=0)
+        for buffer, values in zip(buffers, flat.split([b.numel() for b in buffers])):
+            buffer.copy_(values.view_as(buffer))
 
 
 def _compiled(network: torch.nn.Module, mode: Union[bool, str]) -> Callable:
@@ -96,6 +111,20 @@ class SemiSupervisedTrainer(SupervisedTrainer):
     probabilities. ``channels_last`` keeps the network and its input in ``torch.channels_last_3d``
     memory format; ``compile`` trains through ``torch.compile(network, mode=...)`` (``"reduce-overhead"``
     also captures CUDA graphs); the network given stays the module that is saved and validated.
+    Several processes (``distributed=True``, one process per GPU under ``torchrun``, see
+    ``configs/multi_gpu_train.yaml`` of the bundles): the trainer wraps the network in
+    ``DistributedDataParallel`` (after ``channels_last``, before ``compile``), which averages the
+    gradients of the processes, so each step trains on the whole batch of all processes with the
+    learning rate of a single process. Each process takes its share of every batch
+    (``TwoStreamBatchSampler(num_replicas, rank)``), the SAR memory is shared (:class:`SARFusion`),
+    and rank 0's buffers (batch-norm running statistics) are given to every process after each
+    step, so that all processes hold the same network after every iteration. ``network`` stays the
+    plain module: save and validate it. Unused parameters (the regression heads without SRC) are
+    declared to DDP. What is not the single-process step: batch norm normalises each process's
+    share with its own statistics (unless the network's batch norms are ``torch.nn.SyncBatchNorm``),
+    the pooled Dice of ``SegLoss`` is pooled per process and averaged, and dropout masks come from
+    each process's generators; the logged losses are rank 0's share.
+
     :attr:`stage_timer`, when set, wraps each stage of an iteration (``transfer``, ``forward``,
     ``seg``, ``sar``, ``sdm``, ``plc_src``, ``backward``, ``optimizer``) in the context manager it
     returns for the stage's name (``scripts/benchmark_training.py`` times them).
@@ -132,13 +161,18 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             for 2D) memory format.
         compile: ``False``, or train through ``torch.compile`` with this mode (``True`` / ``"default"``,
             ``"reduce-overhead"``, ``"max-autotune"``).
+        distributed: train in the ``torch.distributed`` process group of this process (initialised
+            before, e.g. by ``sasnet_components.utils.init_process_group`` under ``torchrun``), the
+            network wrapped in ``DistributedDataParallel``.
         image_key, label_key, flag_key, id_key, location_key, view_key, shape_key: batch keys.
         kwargs: further arguments of ``monai.engines.SupervisedTrainer`` (``epoch_length``,
             ``train_handlers``, ``amp``, ``postprocessing``, ``key_train_metric`` ...).
 
     Raises:
         ValueError: a batch without labeled samples, or missing keys (named); ``use_plc`` or an
-            enabled SAR handler with a network without a low-level decoder.
+            enabled SAR handler with a network without a low-level decoder; ``distributed`` without
+            a process group, or a process group of several processes without ``distributed``; a
+            network already wrapped in ``DistributedDataParallel``.
     """
 
     def __init__(
@@ -163,6 +197,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         amp_dtype: str = "float16",
         channels_last: bool = False,
         compile: Union[bool, str] = False,
+        distributed: bool = False,
         image_key: str = Keys.IMAGE,
         label_key: str = Keys.LABEL,
         flag_key: str = "labeled",
@@ -203,7 +238,8 @@ class SemiSupervisedTrainer(SupervisedTrainer):
         self.memory_format = _channels_last(network) if channels_last else None
         if self.memory_format is not None:
             network.to(memory_format=self.memory_format)
-        self.train_network = _compiled(network, compile)
+        self.ddp = self._wrap_distributed(network, distributed, device, use_src)
+        self.train_network = _compiled(network if self.ddp is None else self.ddp, compile)
         self.stage_timer: Optional[Callable[[str], ContextManager]] = None
         if getattr(network, "decoder_low", True) is None and (use_plc or getattr(sar_fusion, "enabled", True)):
             raise InvalidInputError(
@@ -230,6 +266,43 @@ class SemiSupervisedTrainer(SupervisedTrainer):
                 self.add_event_handler(Events.ITERATION_COMPLETED(once=int(max_iterations)), lambda engine: engine.terminate())
         sar_fusion.attach(self)
         self.add_event_handler(Events.EPOCH_STARTED, self._set_sampler_epoch)
+
+    @staticmethod
+    def _wrap_distributed(
+        network: torch.nn.Module, distributed: bool, device: Union[str, torch.device], use_src: bool
+    ) -> Optional[DistributedDataParallel]:
+        """`network` in ``DistributedDataParallel`` when `distributed`, else None (after the checks)."""
+        if isinstance(network, DistributedDataParallel):
+            raise InvalidInputError(
+                "pass the network itself with `distributed=True`: the trainer wraps it in DistributedDataParallel "
+                "(after channels_last, before compile) and saves and validates the plain network."
+            )
+        if not isinstance(distributed, bool):
+            raise InvalidInputError(f"`distributed` must be True or False, got {distributed!r}.")
+        if not distributed:
+            if is_distributed():
+                raise InvalidInputError(
+                    f"this process is one of {dist.get_world_size()} of a process group but the trainer is not "
+                    "`distributed`: each process would train a model of its own; pass distributed=True "
+                    "(configs/multi_gpu_train.yaml of the bundles sets it)."
+                )
+            return None
+        if not (dist.is_available() and dist.is_initialized()):
+            raise InvalidInputError(
+                "`distributed=True` needs the torch.distributed process group of this process: start the processes "
+                "with torchrun and layer configs/multi_gpu_train.yaml (it initialises the group)."
+            )
+        device = torch.device(device)
+        # no buffer sync before each forward: rank 0's buffers are given to every process after each step instead
+        # (torch >= 2.13 names it `forward_sync_buffers`, `broadcast_buffers` before)
+        parameters = inspect.signature(DistributedDataParallel.__init__).parameters
+        no_forward_sync = {"forward_sync_buffers" if "forward_sync_buffers" in parameters else "broadcast_buffers": False}
+        return DistributedDataParallel(
+            network,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=not use_src,  # the regression heads take no gradient without SRC
+            **no_forward_sync,
+        )
 
     def run(self) -> None:  # type: ignore[override]
         """Train (continuing from the current state). MONAI's grad scaler only for float16 autocast on CUDA:
@@ -362,7 +435,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             )
             engine.fire_event(IterationEvents.LOSS_COMPLETED)
 
-        engine.network.train()
+        engine.train_network.train()  # the network, inside its DDP / compiled wrappers
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         autocast = (
             torch.autocast(device_type=torch.device(device).type, **{**engine.amp_kwargs, "dtype": engine.amp_dtype})
@@ -382,5 +455,7 @@ class SemiSupervisedTrainer(SupervisedTrainer):
             else:
                 scaler.step(engine.optimizer)
                 scaler.update()
+            if engine.ddp is not None and is_distributed():
+                _broadcast_buffers(engine.network)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output

@@ -1,17 +1,20 @@
-"""The process-wide random generators as checkpointable state."""
+"""The process-wide random generators: as checkpointable state, or seeded at every iteration."""
 
 from __future__ import annotations
 
 import logging
+import numbers
 import random
 from typing import Any, Dict, List, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from ignite.engine import Engine, Events
 
-from sasnet_components.utils.errors import UnknownKeyError
+from sasnet_components.utils.errors import InvalidInputError, UnknownKeyError
 
-__all__ = ["GlobalRandomState"]
+__all__ = ["GlobalRandomState", "IterationSeeding"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,3 +91,49 @@ class GlobalRandomState:
         p = state_dict["python"]
         internal = tuple(int(v) for v in torch.as_tensor(p["internal"]).tolist())
         random.setstate((int(p["version"]), internal, p["gauss_next"]))
+
+
+class IterationSeeding:
+    """Seed the global generators of torch (CPU and CUDA), NumPy and Python's ``random`` at the start
+    of every iteration from ``(seed, rank, iteration)``.
+
+    For training on several processes: dropout masks (and anything else drawn from the global
+    generators during an iteration) are then a function of the seed, the process's rank and the
+    iteration. The processes draw different masks, and a run resumed at any iteration draws the
+    masks of the uninterrupted run, with no generator state of the other processes in the
+    checkpoint (rank 0 writes it; gathering the others' states would make every save a collective,
+    also the save that an error on one process alone triggers, which would then wait forever).
+
+    Args:
+        seed: base seed (>= 0).
+
+    Raises:
+        ValueError: a negative seed.
+
+    Example (bundle YAML, a training handler)::
+
+        - _target_: sasnet_components.IterationSeeding
+          seed: '@seed'
+    """
+
+    def __init__(self, seed: int) -> None:
+        if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+            raise InvalidInputError(f"`seed` must be an integer >= 0, got {seed!r}.")
+        self.seed = int(seed)
+
+    def attach(self, engine: Engine) -> None:
+        """Seed at every ``Events.ITERATION_STARTED`` of `engine` (after its batch is drawn)."""
+        if not engine.has_event_handler(self, Events.ITERATION_STARTED):
+            engine.add_event_handler(Events.ITERATION_STARTED, self)
+
+    def seeds(self, rank: int, iteration: int) -> List[int]:
+        """The three 32-bit seeds (torch, NumPy, Python) of process `rank` at `iteration` (1-based)."""
+        return [int(s) for s in np.random.SeedSequence([self.seed, 3, int(rank), int(iteration)]).generate_state(3)]
+
+    def __call__(self, engine: Engine) -> None:
+        """Seed the generators for `engine`'s iteration and this process's rank (0 without a process group)."""
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        torch_seed, numpy_seed, python_seed = self.seeds(rank, engine.state.iteration)
+        torch.manual_seed(torch_seed)  # also every CUDA device
+        np.random.seed(numpy_seed)
+        random.seed(python_seed)

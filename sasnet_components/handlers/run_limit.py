@@ -6,8 +6,10 @@ import logging
 import time
 from typing import Optional
 
+import ignite.distributed as idist
 from ignite.engine import Engine, Events
 
+from sasnet_components.utils.distributed import is_distributed
 from sasnet_components.utils.errors import InvalidInputError
 
 __all__ = ["RunLimit"]
@@ -19,10 +21,15 @@ class RunLimit:
     """Terminate the engine once this run has lasted `seconds` or done `iterations` iterations.
 
     Both count from the run's first iteration (after ``Events.STARTED``, so after a checkpoint loader
-    restored the iteration), so a resumed run gets its own budget. The check runs after each iteration; the engine then completes normally, so handlers attached to
-    ``Events.COMPLETED`` (the final checkpoint of ``AtomicCheckpointSaver``) save the state of the
-    last iteration, and a run resumed from that checkpoint continues exactly. Unlike ignite's
+    restored the iteration), so a resumed run gets its own budget. The check runs after each
+    iteration; the engine then completes normally, so handlers attached to ``Events.COMPLETED``
+    (the final checkpoint of ``AtomicCheckpointSaver``) save the state of the last iteration, and a
+    run resumed from that checkpoint continues exactly. Unlike ignite's
     ``TimeLimit`` it has an ``attach`` (MONAI workflows attach their handlers) and an iteration budget.
+
+    With several processes (a ``torch.distributed`` process group), rank 0's clock decides for all:
+    its decision is broadcast after every iteration (a collective only when `seconds` is set), so
+    every process stops at the same iteration and none waits for the others in a collective.
 
     Args:
         seconds: wall-time budget of the run (> 0), None for none.
@@ -67,7 +74,7 @@ class RunLimit:
         reason = None
         if self.iterations is not None and done >= self.iterations:
             reason = f"{done} iterations"
-        elif self.seconds is not None and elapsed >= self.seconds:
+        elif self.seconds is not None and self._time_is_up(elapsed):
             reason = f"{elapsed:.0f} s"
         if reason is None:
             return
@@ -81,3 +88,10 @@ class RunLimit:
                 total,
             )
             engine.terminate()
+
+    def _time_is_up(self, elapsed: float) -> bool:
+        """Whether the time budget is spent: by this process's clock, or by rank 0's for every process."""
+        up = elapsed >= self.seconds
+        if is_distributed():
+            up = bool(idist.broadcast(int(up), src=0))
+        return up

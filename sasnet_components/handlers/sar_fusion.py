@@ -17,12 +17,16 @@ so the memory stays within 2 / 510 = 1 / 255 of a float32 one. uint8 takes half 
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+import ignite.distributed as idist
 import torch
+import torch.distributed as dist
 
 from sasnet_components.transforms.fourier_rotate import apply_view
+from sasnet_components.utils.distributed import is_distributed
 from sasnet_components.utils.errors import InvalidInputError, UnknownKeyError, check_option
 
 __all__ = ["SARFusion"]
@@ -106,6 +110,16 @@ class SARFusion:
     565 MB). With ``checkpoint_memory=False`` the state leaves it out; a handler loading such a
     state starts its memory afresh (0.5 everywhere) and logs a warning: the resumed run does not
     continue as the saved one would have.
+
+    Several processes (a ``torch.distributed`` process group of more than one process, e.g. one
+    per GPU under ``torchrun``) keep one memory: in :meth:`fuse` each process reads the memory for
+    its own labeled samples, then the processes gather every process's labeled confidences with
+    their case, crop and view, and each applies all of them in rank order (within a rank, in
+    sample order). Every process then holds the same memory after every call, the memory a single
+    process would hold after fusing the whole batch (the samples of one batch are different
+    cases, so reading before the others' writes changes nothing), and a checkpoint written by
+    one process holds it once. Every process must call :meth:`fuse` with the same number of
+    labeled samples and the same `update`.
 
     Args:
         alpha: residual coefficient in [0, 1] (paper: 0.5).
@@ -246,7 +260,8 @@ class SARFusion:
             check (skipped with ``check_labels=False``): everything else the host needs comes from
             those CPU values. A `labeled` (or crop, view, shape) tensor on the accelerator is read
             back to the host, one synchronisation each. The first use of a case allocates its memory
-            on the device of `prob_low`.
+            on the device of `prob_low`. With several processes, sharing the writes adds three
+            collectives, one of which (the length of the gathered records) the host waits for.
         """
         if prob_low.shape != prob_high.shape or prob_low.ndim < 3:
             raise ValueError(
@@ -285,13 +300,17 @@ class SARFusion:
         with torch.no_grad():
             confidence = torch.stack([low.gather(1, lab), high.gather(1, lab)], dim=1)[:, :, 0]  # (L, 2, *spatial)
 
+        shared = update and is_distributed()
         weights = []
         for row, i in enumerate(indices):
             case = str(case_ids[i])
             regions = self._regions(case, starts[i], perms[i], shapes[i], spatial, prob_low.device)
             weights.append(self._read(case, regions, perms[i]))
-            if update:
+            if update and not shared:
                 self._write(case, regions, perms[i], confidence[row])
+        if shared:
+            writes = [[str(case_ids[i]), starts[i], perms[i], shapes[i]] for i in indices]
+            self._write_all_processes(writes, confidence, spatial)
         weight = torch.stack(weights).to(prob_low.dtype)  # (L, 2, *spatial)
         scaled = (1 + self.alpha * weight[:, :1]) * low + (1 + self.alpha * weight[:, 1:]) * high
         fused = torch.softmax(scaled, dim=1)
@@ -301,6 +320,24 @@ class SARFusion:
         return torch.stack(
             [fused[rows[i]] if i in rows else 0.5 * (prob_low[i] + prob_high[i]) for i in range(batch)]
         )
+
+    def _write_all_processes(self, writes: List[list], confidence: torch.Tensor, spatial: Sequence[int]) -> None:
+        """Gather the labeled confidences `confidence` `(L, 2, *patch)` of every process with their
+        `writes` (``[case, crop start, view, case shape]`` per sample) and apply all, in rank order."""
+        records = idist.all_gather(json.dumps(writes))  # one JSON list per process, in rank order
+        per_process = [json.loads(r) for r in records]
+        counts = [len(p) for p in per_process]
+        if len(set(counts)) > 1:
+            raise InvalidInputError(
+                f"processes fused different numbers of labeled samples {counts} (by rank): every process must "
+                "take the same share of each batch (TwoStreamBatchSampler with num_replicas and rank)."
+            )
+        gathered = [torch.empty_like(confidence) for _ in per_process]
+        dist.all_gather(gathered, confidence.contiguous())
+        for process, values in zip(per_process, gathered):
+            for (case, start, perm, case_shape), value in zip(process, values):
+                regions = self._regions(case, start, perm, case_shape, spatial, confidence.device)
+                self._write(case, regions, perm, value)
 
     # ------------------------------------------------------------------ memory access
     def _regions(self, case: str, start: List[int], perm: List[int], case_shape: List[int], spatial, device):

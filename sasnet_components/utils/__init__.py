@@ -14,6 +14,15 @@ from .bundle import (
 )
 from .checkpoints import check_checkpoint, load_checkpoint, load_model_weights, weights_mismatch
 from .console import TqdmLoggingHandler, log_above_bars, progress_enabled
+from .distributed import (
+    check_single_process,
+    destroy_process_group,
+    init_process_group,
+    is_distributed,
+    process_device,
+    shard,
+    sync_batchnorm,
+)
 from .errors import (
     InputError,
     InputPermissionError,
@@ -51,6 +60,13 @@ __all__ = [
     "atomic_write_text",
     "check_option",
     "check_output_folder",
+    "check_single_process",
+    "destroy_process_group",
+    "init_process_group",
+    "is_distributed",
+    "process_device",
+    "shard",
+    "sync_batchnorm",
     "bundle_root",
     "check_checkpoint",
     "check_config_keys",

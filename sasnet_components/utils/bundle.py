@@ -345,6 +345,8 @@ def check_training_settings(
 
 # settings that may change when a run is resumed: its length and how it is monitored and saved
 _RUN_ONLY = ("max_iterations", "val_interval", "val_start", "val_stride", "val_overlap", "checkpoint_interval", "log_interval")
+# settings recorded since multi-process training, and their value in the runs saved before
+_RECORDED_LATER = {"processes": 1, "sync_batchnorm": False}
 
 
 class TrainingSettings:
@@ -377,8 +379,11 @@ class TrainingSettings:
         return {"settings": {k: _plain(v) for k, v in self.settings.items() if k not in _RUN_ONLY}}
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Compare with the settings of the saved run; log a warning naming every difference."""
+        """Compare with the settings of the saved run; log a warning naming every difference (a setting
+        recorded only since a later version counts with the value every run had before)."""
         saved, now = dict(state_dict.get("settings", {})), self.state_dict()["settings"]
+        saved = {**{k: v for k, v in _RECORDED_LATER.items() if k in now}, **saved}
+        now = {**{k: v for k, v in _RECORDED_LATER.items() if k in saved}, **now}
         differ = [f"{k} {now.get(k)!r} (checkpoint: {saved.get(k)!r})" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
         if differ:
             logger.warning(

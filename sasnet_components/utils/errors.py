@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 import re
 import sys
 from contextlib import contextmanager
@@ -149,7 +150,13 @@ def _excepthook(kind: Type[BaseException], value: BaseException, traceback: Opti
         _state["hook"](kind, value, traceback)
         return
     sys.stdout.flush()  # the run's log lines (stdout) before the message
-    print(f"error: {error}", file=sys.stderr, flush=True)
+    print(f"{_error_prefix()}: {error}", file=sys.stderr, flush=True)
+
+
+def _error_prefix() -> str:
+    """``error``, naming the process in a launch of several (``torchrun`` sets ``RANK`` and ``WORLD_SIZE``)."""
+    world, rank = os.environ.get("WORLD_SIZE", "1"), os.environ.get("RANK", "0")
+    return f"error (process {rank} of {world})" if world.isdigit() and int(world) > 1 else "error"
 
 
 def _record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
@@ -179,7 +186,8 @@ def report_input_errors() -> bool:
     of the traceback (exit status 1, as for any uncaught exception); other exceptions go to the
     previous hook and keep their traceback. Log records of such an exception (ignite's and MONAI's
     handlers log the exceptions that stop an engine) keep their message and lose the traceback.
-    Calling it again changes nothing.
+    Calling it again changes nothing. In a process of a ``torchrun`` launch of several the line reads
+    ``error (process <rank> of <N>): <message>``.
 
     Wire it as the first item of a bundle's ``initialize``:
     ``- $sasnet_components.utils.report_input_errors()``.

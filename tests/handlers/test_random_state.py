@@ -1,4 +1,5 @@
-"""Tests of ``GlobalRandomState``: the global generators saved and restored through a weights-only checkpoint."""
+"""Tests of ``GlobalRandomState`` (the global generators saved and restored through a weights-only checkpoint)
+and ``IterationSeeding`` (seeded at every iteration)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import random
 import numpy as np
 import pytest
 import torch
+from ignite.engine import Engine
 
-from sasnet_components.handlers.random_state import GlobalRandomState
+from sasnet_components.handlers.random_state import GlobalRandomState, IterationSeeding
 
 
 def _draws() -> tuple:
@@ -79,3 +81,31 @@ def test_missing_entry():
     del state["numpy"]
     with pytest.raises(KeyError, match=r"missing \['numpy'\]"):
         GlobalRandomState().load_state_dict(state)
+
+
+def test_iteration_seeding_draws_are_a_function_of_seed_rank_and_iteration():
+    seeding = IterationSeeding(seed=7)
+    draws = {}
+    engine = Engine(lambda e, batch: draws.setdefault(e.state.iteration, _draws()))
+    seeding.attach(engine)
+    seeding.attach(engine)  # once
+    torch.manual_seed(0)
+    engine.run(range(3), max_epochs=1)
+    torch_seed, numpy_seed, python_seed = seeding.seeds(rank=0, iteration=2)  # one process: rank 0
+    torch.manual_seed(torch_seed), np.random.seed(numpy_seed), random.seed(python_seed)
+    assert draws[2] == _draws()  # iteration 2 drew from its own seeds, whatever came before
+    assert draws[1] != draws[2]
+    resumed = {}
+    engine = Engine(lambda e, batch: resumed.setdefault(e.state.iteration, _draws()))
+    IterationSeeding(seed=7).attach(engine)
+    engine.load_state_dict({"iteration": 1, "epoch_length": 3, "max_epochs": 1})
+    torch.manual_seed(123)  # other generator states before the resumed run: no effect
+    engine.run(range(3))
+    assert resumed == {2: draws[2], 3: draws[3]}
+    assert seeding.seeds(1, 2) != seeding.seeds(0, 2) != IterationSeeding(8).seeds(0, 2)  # per process, per seed
+
+
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_iteration_seeding_needs_a_non_negative_integer(seed):
+    with pytest.raises(ValueError, match=r"`seed` must be an integer >= 0"):
+        IterationSeeding(seed)

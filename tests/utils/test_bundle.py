@@ -271,3 +271,14 @@ def test_training_settings_warn_about_each_difference_on_resume(caplog):
         "resuming with settings that differ from the checkpoint's: alpha 0.25 (checkpoint: 0.5); "
         "learning_rate 0.001 (checkpoint: 0.01); the run does not continue the saved one exactly"
     )
+
+
+def test_settings_recorded_later_count_as_every_run_had_them(caplog):
+    before = TrainingSettings(others={"alpha": 0.5}, **REFERENCE).state_dict()  # a checkpoint without `processes`
+    single = TrainingSettings(others={"alpha": 0.5, "processes": 1}, **REFERENCE)
+    multi = TrainingSettings(others={"alpha": 0.5, "processes": 2, "sync_batchnorm": True}, **REFERENCE)
+    with caplog.at_level("WARNING", logger="sasnet_components.utils.bundle"):
+        single.load_state_dict(before)  # one process, as every earlier run
+        assert not caplog.records
+        multi.load_state_dict(single.state_dict())
+    assert "processes 2 (checkpoint: 1); sync_batchnorm True (checkpoint: False)" in caplog.records[-1].getMessage()
