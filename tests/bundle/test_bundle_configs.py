@@ -1,6 +1,6 @@
 """What the bundles share is written once: the LA, Pancreas-CT and BraTS configs differ only in dataset-specific values.
 
-Every bundle's ``train.yaml``, ``evaluate.yaml`` and ``inference.yaml`` is read as plain YAML (nothing
+Every bundle's ``train.yaml``, ``multi_gpu_train.yaml``, ``evaluate.yaml`` and ``inference.yaml`` is read as plain YAML (nothing
 instantiated, no expression evaluated) and compared item by item with the LA bundle's, nested items and
 list entries included. Only the items of :data:`DATASET_SPECIFIC` may differ, and each of them must differ
 between at least two bundles (else it belongs to the shared part). A shared value changed in one bundle
@@ -34,6 +34,7 @@ DATASET_SPECIFIC = {
         "eval_roi_size",  # the paper's sliding window of each dataset (BraTS: the reference's 96^3 setting)
         "eval_stride",
     },
+    "multi_gpu_train.yaml": set(),  # the layer for several GPUs holds nothing of a dataset
     "inference.yaml": {
         "inference_spacing",  # training spacing: 0.625 mm / 1 mm / 1 mm
         "intensity",  # prepared MR volumes / raw CT in HU / skull-stripped FLAIR (brain z-score)

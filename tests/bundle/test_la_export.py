@@ -84,7 +84,7 @@ def test_ckpt_export_matches_checkpoint_and_embeds_metadata(bundle_dir, tmp_path
     torch.jit.load(str(ts_file), _extra_files=extra)
     metadata = json.loads(Path(METADATA).read_text())
     embedded = json.loads(extra["metadata.json"])
-    assert embedded["version"] == metadata["version"] == "0.2.0"
+    assert embedded["version"] == metadata["version"] == "0.3.0"
     assert embedded["network_data_format"] == metadata["network_data_format"]
     assert json.loads(extra["train.json"]) == ConfigParser.load_config_file(TRAIN)  # the config, as JSON
 
