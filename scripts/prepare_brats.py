@@ -25,21 +25,17 @@ refused case.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 try:
     from sasnet_components.data.brats import BRATS_LAYOUTS, prepare_brats
-    from sasnet_components.utils.console import bool_option, progress_option
-    from sasnet_components.utils.errors import script_errors
+    from sasnet_components.utils.console import add_preparation_options, run_preparation
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sasnet_components.data.brats import BRATS_LAYOUTS, prepare_brats
-    from sasnet_components.utils.console import bool_option, progress_option
-    from sasnet_components.utils.errors import script_errors
+    from sasnet_components.utils.console import add_preparation_options, run_preparation
 
 __all__ = ["parse_args", "main"]
 
@@ -56,14 +52,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--label_mode", default="whole", choices=("whole", "classes"), help="whole tumour (default) or classes"
     )
-    p.add_argument(
-        "--overwrite",
-        type=bool_option,
-        nargs="?",
-        const=True,
-        default=False,
-        help="rewrite every case, even complete ones, and replace a datalist not written here (default False)",
-    )
     p.add_argument("--layout", default="auto", choices=BRATS_LAYOUTS, help="input layout (default: auto-detect)")
     p.add_argument(
         "--train_list",
@@ -74,14 +62,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--val_list", default=None, help="validation id list (default: <input_dir>/val.txt, as --train_list)"
     )
     p.add_argument("--test_list", default=None, help="test id list (default: <input_dir>/test.txt, as --train_list)")
-    p.add_argument("--datalist_name", default="datalist.json", help="datalist file name in output_dir")
-    p.add_argument(
-        "--progress",
-        type=progress_option,
-        default="auto",
-        help="progress bar of the cases on stderr: auto (only on a terminal, default), true or false",
-    )
-    return p.parse_args(argv)
+    return add_preparation_options(p).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -90,25 +71,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
     Bad input ends with ``prepare_brats.py: error: <message>`` as the last line on stderr and exit status 1.
     """
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
-    start = time.perf_counter()
-    with script_errors(__file__):
-        datalist = prepare_brats(
-            input_dir=args.input_dir,
-            output_dir=args.output_dir,
-            num_labeled=args.num_labeled,
-            modalities=args.modalities,
-            label_mode=args.label_mode,
-            overwrite=args.overwrite,
-            layout=args.layout,
-            train_list=args.train_list,
-            val_list=args.val_list,
-            test_list=args.test_list,
-            datalist_name=args.datalist_name,
-            progress=args.progress,
-        )
-    logging.getLogger(__name__).info("done in %.1f s", time.perf_counter() - start)
-    return datalist
+    return run_preparation(
+        __file__,
+        prepare_brats,
+        input_dir=args.input_dir,
+        output_dir=args.output_dir,
+        num_labeled=args.num_labeled,
+        modalities=args.modalities,
+        label_mode=args.label_mode,
+        overwrite=args.overwrite,
+        layout=args.layout,
+        train_list=args.train_list,
+        val_list=args.val_list,
+        test_list=args.test_list,
+        datalist_name=args.datalist_name,
+        progress=args.progress,
+    )
 
 
 if __name__ == "__main__":

@@ -27,21 +27,17 @@ script did not write is replaced only with ``--overwrite``.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 try:
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
-    from sasnet_components.utils.console import bool_option, progress_option
-    from sasnet_components.utils.errors import script_errors
+    from sasnet_components.utils.console import add_preparation_options, run_preparation
 except ImportError:  # run from a checkout without installing the package
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from sasnet_components.data.la import LA_LAYOUTS, prepare_la
-    from sasnet_components.utils.console import bool_option, progress_option
-    from sasnet_components.utils.errors import script_errors
+    from sasnet_components.utils.console import add_preparation_options, run_preparation
 
 __all__ = ["parse_args", "main"]
 
@@ -56,25 +52,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--num_validation", type=int, default=8, help="monitoring list = last N ids of train.list (default 8)"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the raw-layout crop margins (default 0)")
-    p.add_argument(
-        "--overwrite",
-        type=bool_option,
-        nargs="?",
-        const=True,
-        default=False,
-        help="rewrite every case, even complete ones, and replace a datalist not written here (default False)",
-    )
     p.add_argument("--layout", default="auto", choices=LA_LAYOUTS, help="input layout (default: auto-detect)")
     p.add_argument("--train_list", default=None, help="train id list (default: <input_dir>/train.list)")
     p.add_argument("--test_list", default=None, help="test id list (default: <input_dir>/test.list)")
-    p.add_argument("--datalist_name", default="datalist.json", help="datalist file name in output_dir")
-    p.add_argument(
-        "--progress",
-        type=progress_option,
-        default="auto",
-        help="progress bar of the cases on stderr: auto (only on a terminal, default), true or false",
-    )
-    return p.parse_args(argv)
+    return add_preparation_options(p).parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -84,24 +65,21 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ends with ``prepare_la.py: error: <message>`` as the last line on stderr and exit status 1.
     """
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
-    start = time.perf_counter()
-    with script_errors(__file__):
-        datalist = prepare_la(
-            input_dir=args.input_dir,
-            output_dir=args.output_dir,
-            num_labeled=args.num_labeled,
-            num_validation=args.num_validation,
-            seed=args.seed,
-            overwrite=args.overwrite,
-            layout=args.layout,
-            train_list=args.train_list,
-            test_list=args.test_list,
-            datalist_name=args.datalist_name,
-            progress=args.progress,
-        )
-    logging.getLogger(__name__).info("done in %.1f s", time.perf_counter() - start)
-    return datalist
+    return run_preparation(
+        __file__,
+        prepare_la,
+        input_dir=args.input_dir,
+        output_dir=args.output_dir,
+        num_labeled=args.num_labeled,
+        num_validation=args.num_validation,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        layout=args.layout,
+        train_list=args.train_list,
+        test_list=args.test_list,
+        datalist_name=args.datalist_name,
+        progress=args.progress,
+    )
 
 
 if __name__ == "__main__":

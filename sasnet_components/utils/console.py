@@ -1,18 +1,31 @@
-"""Console output of long runs: whether to show progress bars, and log lines that stay above them."""
+"""Console output of long runs: whether to show progress bars, log lines that stay above them, and the
+command-line pieces the preparation scripts share."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from typing import Optional, TextIO, Union
+import time
+from typing import Any, Callable, Optional, TextIO, TypeVar, Union
 
 from tqdm import tqdm
 
 from .bundle import as_bool
-from .errors import InvalidInputError
+from .errors import InvalidInputError, script_errors
 
-__all__ = ["TqdmLoggingHandler", "bool_option", "log_above_bars", "progress_enabled", "progress_option"]
+__all__ = [
+    "TqdmLoggingHandler",
+    "add_preparation_options",
+    "bool_option",
+    "log_above_bars",
+    "progress_enabled",
+    "progress_option",
+    "run_preparation",
+]
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def progress_enabled(value: Union[bool, str], name: str = "progress", stream: Optional[TextIO] = None) -> bool:
@@ -72,6 +85,51 @@ def progress_option(value: str) -> bool:
         return progress_enabled(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def add_preparation_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the options every dataset preparation script takes: ``--overwrite``, ``--datalist_name``, ``--progress``.
+
+    Returns:
+        `parser`.
+    """
+    parser.add_argument(
+        "--overwrite",
+        type=bool_option,
+        nargs="?",
+        const=True,
+        default=False,
+        help="rewrite every case, even complete ones, and replace a datalist not written here (default False)",
+    )
+    parser.add_argument("--datalist_name", default="datalist.json", help="datalist file name in output_dir")
+    parser.add_argument(
+        "--progress",
+        type=progress_option,
+        default="auto",
+        help="progress bar of the cases on stderr: auto (only on a terminal, default), true or false",
+    )
+    return parser
+
+
+def run_preparation(script: str, prepare: Callable[..., T], **kwargs: Any) -> T:
+    """Run ``prepare(**kwargs)`` as a preparation script's ``main``: INFO log lines on stdout, a user's
+    mistake ending the script with ``<script>: error: <message>`` (:func:`script_errors`), and the
+    time it took logged.
+
+    Args:
+        script: the script's path (``__file__``), for the error line.
+        prepare: the preparation function.
+        kwargs: its arguments.
+
+    Returns:
+        What `prepare` returns (the datalist).
+    """
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s")
+    start = time.perf_counter()
+    with script_errors(script):
+        result = prepare(**kwargs)
+    logger.info("done in %.1f s", time.perf_counter() - start)
+    return result
 
 
 class TqdmLoggingHandler(logging.StreamHandler):
