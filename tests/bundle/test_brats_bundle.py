@@ -10,8 +10,6 @@ geometry), the TorchScript export with ``ckpt_export`` and the MONAI Label expor
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -19,18 +17,26 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from monai.bundle import ConfigParser, ckpt_export, run, verify_net_in_out
+from monai.bundle import ConfigParser, run
 
 from sasnet_components.utils import export_monailabel_bundle
+from tests.bundle.bundle_checks import (
+    REPO,
+    assert_outputs_keep_the_geometry,
+    check_torchscript_export,
+    export_command,
+    run_command,
+    tiny,
+    train_exported_bundle,
+    train_tiny,
+)
 from tests.bundle.test_la_inference import _rotated_affine
 
-REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "brats"
 CONFIGS = BUNDLE / "configs"
 TRAIN, EVALUATE, INFERENCE = (str(CONFIGS / f"{n}.yaml") for n in ("train", "evaluate", "inference"))
 METADATA = str(CONFIGS / "metadata.json")
 PATCH = [32, 32, 32]
-TINY = {"device": "cpu", "amp": False, "patch_size": PATCH, "network_def#n_filters": 2, "num_workers": 0, "sw_batch_size": 2}
 
 
 def _flair(shape, seed: int = 0):
@@ -77,18 +83,7 @@ def trained(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("brats_tiny")
     prepared = _prepared(root / "prepared")
     out = root / "out"
-    overrides = {
-        **TINY,
-        "dataset_dir": str(prepared),
-        "output_dir": str(out / "runs"),
-        "ckpt_dir": str(out / "models"),
-        "num_labeled": 3,
-        "max_iterations": 4,
-        "val_interval": 2,
-        "checkpoint_interval": 4,
-        "log_interval": 1,
-    }
-    run("training", config_file=TRAIN, **overrides)
+    overrides = train_tiny(TRAIN, prepared, out, PATCH)
     return {"root": root, "out": out, "overrides": overrides}
 
 
@@ -131,7 +126,7 @@ def test_inference_on_flair_keeps_the_input_geometry(trained, tmp_path):
     _write_flair(inputs / "rotated_flair.nii.gz", (37, 29, 23), _rotated_affine())
     _write_flair(inputs / "plain.nii", (20, 21, 22), np.eye(4), seed=1)
     overrides = {
-        **TINY,
+        **tiny(PATCH),
         "input_dir": str(inputs),
         "output_dir": str(out),
         "ckpt_dir": str(trained["out"] / "models"),
@@ -139,34 +134,14 @@ def test_inference_on_flair_keeps_the_input_geometry(trained, tmp_path):
         "save_probability": True,
     }
     run("inferring", config_file=[TRAIN, INFERENCE], **overrides)
-    for name, case in (("rotated_flair.nii.gz", "rotated_flair"), ("plain.nii", "plain")):
-        image = nib.load(str(inputs / name))
-        for written in (nib.load(str(out / f"{case}_seg.nii.gz")), nib.load(str(out / "probability" / f"{case}_prob.nii.gz"))):
-            assert written.shape == image.shape
-            np.testing.assert_allclose(written.affine, image.affine, atol=1e-5)
-        assert set(np.unique(np.asarray(nib.load(str(out / f"{case}_seg.nii.gz")).dataobj))) <= {0, 1}
+    assert_outputs_keep_the_geometry(inputs, out, {"rotated_flair.nii.gz": "rotated_flair", "plain.nii": "plain"})
     defaults = ConfigParser.load_config_file(INFERENCE)
     assert defaults["intensity"] == "brain_zscore" and defaults["intensity_window"] is None
 
 
 def test_torchscript_export_with_ckpt_export(trained, tmp_path):
-    ckpt = trained["out"] / "models" / "model.pt"
-    ts_file = tmp_path / "model.ts"
-    ckpt_export(
-        "network_def", filepath=str(ts_file), ckpt_file=str(ckpt), meta_file=METADATA, config_file=TRAIN,
-        **{"network_def#n_filters": 2},
-    )  # fmt: skip
-    extra = {"metadata.json": ""}
-    scripted = torch.jit.load(str(ts_file), _extra_files=extra)
-    assert json.loads(extra["metadata.json"])["name"] == "SASNet BraTS whole-tumour segmentation"
-    net = ConfigParser(ConfigParser.load_config_file(TRAIN))
-    net["network_def#n_filters"] = 2
-    eager = net.get_parsed_content("network_def")
-    eager.load_state_dict(torch.load(ckpt, weights_only=True))
-    x = torch.randn(1, 1, *PATCH)
-    with torch.no_grad():
-        assert (scripted(x) - eager.eval()(x)).abs().max().item() <= 1e-5
-    verify_net_in_out("network_def", meta_file=METADATA, config_file=TRAIN, device="cpu", **{"network_def#n_filters": 2})
+    embedded = check_torchscript_export(TRAIN, METADATA, trained["out"] / "models" / "model.pt", tmp_path / "model.ts", PATCH)
+    assert embedded["name"] == "SASNet BraTS whole-tumour segmentation"
 
 
 def test_monailabel_export_normalises_the_brain(trained, tmp_path):
@@ -210,26 +185,12 @@ def test_monailabel_export_normalises_the_brain(trained, tmp_path):
         if i < 2:
             nib.save(nib.Nifti1Image(mask, np.eye(4)), str(studies / "labels" / f"flair{i}.nii.gz"))
             pairs.append({"image": str(studies / f"flair{i}.nii.gz"), "label": str(studies / "labels" / f"flair{i}.nii.gz")})
-    run(
-        "run",
-        config_file=str(bundle / "configs" / "train.yaml"),
-        **{
-            "bundle_root": str(bundle), "device": "cpu", "amp": False, "num_workers": 0,
-            "train#trainer#max_epochs": 1, "train#dataset#data": pairs, "validate#dataset#data": [],
-            "batch_size": 2, "labeled_batch_size": 1,
-        },
-    )  # fmt: skip
-    state = torch.load(bundle / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
-    assert state["trainer"]["iteration"] == 2 and (bundle / "models" / "model.pt").is_file()
+    train_exported_bundle(bundle, pairs)
 
 
 def test_export_script_takes_the_bundle(trained, tmp_path):
-    script = str(REPO / "scripts" / "export_monailabel.py")
-    ckpt = trained["out"] / "models" / "model.pt"
     app = tmp_path / "app"
-    command = [sys.executable, script, "--bundle", "bundles/brats", "--checkpoint", str(ckpt), "--app_dir", str(app),
-               "--network_def#n_filters", "2", "--patch_size", "[32,32,32]"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(REPO))
+    done = run_command(export_command("bundles/brats", trained["out"] / "models" / "model.pt", app, PATCH))
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = app / "model" / "sasnet_brats"  # the name follows the bundle
     assert (bundle / "models" / "model.ts").is_file()

@@ -18,12 +18,13 @@ import torch
 from monai.bundle import ckpt_export, run
 
 from sasnet_components.data import prepare_brats
+from tests.bundle.bundle_checks import tiny
 from tests.data.test_brats import _lists, _release
 
 CONFIGS = Path(__file__).resolve().parents[2] / "bundles" / "brats" / "configs"
 TRAIN, EVALUATE, INFERENCE, MULTICLASS = (str(CONFIGS / f"{n}.yaml") for n in ("train", "evaluate", "inference", "multiclass"))
 PATCH = [16, 16, 16]
-TINY = {"device": "cpu", "amp": False, "patch_size": PATCH, "network_def#n_filters": 2, "num_workers": 0, "sw_batch_size": 2}
+TINY = tiny(PATCH)
 IDS = [f"BraTS19_M_{i:03d}_1" for i in range(6)]
 
 

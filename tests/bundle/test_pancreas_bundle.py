@@ -8,8 +8,6 @@ input's geometry), the TorchScript export with ``ckpt_export`` and the MONAI Lab
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -17,22 +15,30 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from monai.bundle import ConfigParser, ckpt_export, run, verify_net_in_out
+from monai.bundle import ConfigParser, run
 
 from sasnet_components.data import make_synthetic_la
 from sasnet_components.data.inference import intensity_transforms
 from sasnet_components.data.la import prepare_la
 from sasnet_components.utils import export_monailabel_bundle
 from sasnet_components.utils.errors import InvalidInputError
+from tests.bundle.bundle_checks import (
+    REPO,
+    assert_outputs_keep_the_geometry,
+    check_torchscript_export,
+    export_command,
+    run_command,
+    tiny,
+    train_exported_bundle,
+    train_tiny,
+)
 from tests.bundle.test_la_inference import _rotated_affine
 
-REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "pancreas"
 CONFIGS = BUNDLE / "configs"
 TRAIN, EVALUATE, INFERENCE = (str(CONFIGS / f"{n}.yaml") for n in ("train", "evaluate", "inference"))
 METADATA = str(CONFIGS / "metadata.json")
 PATCH = [32, 32, 32]
-TINY = {"device": "cpu", "amp": False, "patch_size": PATCH, "network_def#n_filters": 2, "num_workers": 0, "sw_batch_size": 2}
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +49,7 @@ def trained(tmp_path_factory) -> dict:
     raw = make_synthetic_la(str(root / "h5"), num_train=7, num_test=1, shape=(40, 40, 40), seed=1)
     prepare_la(str(raw), str(root / "prepared"), num_labeled=3, num_validation=2)
     out = root / "out"
-    overrides = {
-        **TINY,
-        "dataset_dir": str(root / "prepared"),
-        "output_dir": str(out / "runs"),
-        "ckpt_dir": str(out / "models"),
-        "num_labeled": 3,
-        "max_iterations": 4,
-        "val_interval": 2,
-        "checkpoint_interval": 4,
-        "log_interval": 1,
-    }
-    run("training", config_file=TRAIN, **overrides)
+    overrides = train_tiny(TRAIN, root / "prepared", out, PATCH)
     return {"root": root, "out": out, "overrides": overrides}
 
 
@@ -100,7 +95,7 @@ def test_inference_on_raw_ct_keeps_the_input_geometry(trained, tmp_path):
     _write_ct(inputs / "rotated.nii.gz", (37, 29, 13), _rotated_affine())
     _write_ct(inputs / "plain.nii", (20, 21, 22), np.eye(4), seed=1)
     overrides = {
-        **TINY,
+        **tiny(PATCH),
         "input_dir": str(inputs),
         "output_dir": str(out),
         "ckpt_dir": str(trained["out"] / "models"),
@@ -108,12 +103,7 @@ def test_inference_on_raw_ct_keeps_the_input_geometry(trained, tmp_path):
         "save_probability": True,
     }
     run("inferring", config_file=[TRAIN, INFERENCE], **overrides)
-    for name, case in (("rotated.nii.gz", "rotated"), ("plain.nii", "plain")):
-        image = nib.load(str(inputs / name))
-        for written in (nib.load(str(out / f"{case}_seg.nii.gz")), nib.load(str(out / "probability" / f"{case}_prob.nii.gz"))):
-            assert written.shape == image.shape
-            np.testing.assert_allclose(written.affine, image.affine, atol=1e-5)
-        assert set(np.unique(np.asarray(nib.load(str(out / f"{case}_seg.nii.gz")).dataobj))) <= {0, 1}
+    assert_outputs_keep_the_geometry(inputs, out, {"rotated.nii.gz": "rotated", "plain.nii": "plain"})
     defaults = ConfigParser.load_config_file(INFERENCE)
     assert defaults["intensity"] == "window_zscore" and defaults["intensity_window"] == [-125, 275]
 
@@ -142,24 +132,8 @@ def _apply(transforms, image: torch.Tensor) -> dict:
 
 
 def test_torchscript_export_with_ckpt_export(trained, tmp_path):
-    ckpt = trained["out"] / "models" / "model.pt"
-    ts_file = tmp_path / "model.ts"
-    ckpt_export(
-        "network_def", filepath=str(ts_file), ckpt_file=str(ckpt), meta_file=METADATA, config_file=TRAIN,
-        **{"network_def#n_filters": 2},
-    )  # fmt: skip
-    extra = {"metadata.json": ""}
-    scripted = torch.jit.load(str(ts_file), _extra_files=extra)
-    assert json.loads(extra["metadata.json"])["name"] == "SASNet Pancreas-CT segmentation"
-    net = ConfigParser(ConfigParser.load_config_file(TRAIN))
-    net["network_def#n_filters"] = 2
-    eager = net.get_parsed_content("network_def")
-    eager.load_state_dict(torch.load(ckpt, weights_only=True))
-    x = torch.randn(1, 1, *PATCH)
-    with torch.no_grad():
-        assert (scripted(x) - eager.eval()(x)).abs().max().item() <= 1e-5
-    # the metadata's (1, 1, 96, 96, 96) float32 input -> 2 float32 channels
-    verify_net_in_out("network_def", meta_file=METADATA, config_file=TRAIN, device="cpu", **{"network_def#n_filters": 2})
+    embedded = check_torchscript_export(TRAIN, METADATA, trained["out"] / "models" / "model.pt", tmp_path / "model.ts", PATCH)
+    assert embedded["name"] == "SASNet Pancreas-CT segmentation"
 
 
 def test_monailabel_export_windows_hounsfield_units(trained, tmp_path):
@@ -204,32 +178,19 @@ def test_monailabel_export_windows_hounsfield_units(trained, tmp_path):
             mask[10:22, 12:24, 8:20] = 1
             nib.save(nib.Nifti1Image(mask, np.diag([1.2, 1.2, 1.2, 1.0])), str(studies / "labels" / f"ct{i}.nii.gz"))
             pairs.append({"image": str(studies / f"ct{i}.nii.gz"), "label": str(studies / "labels" / f"ct{i}.nii.gz")})
-    run(
-        "run",
-        config_file=str(bundle / "configs" / "train.yaml"),
-        **{
-            "bundle_root": str(bundle), "device": "cpu", "amp": False, "num_workers": 0,
-            "train#trainer#max_epochs": 1, "train#dataset#data": pairs, "validate#dataset#data": [],
-            "batch_size": 2, "labeled_batch_size": 1,
-        },
-    )  # fmt: skip
-    state = torch.load(bundle / "runs" / "checkpoints" / "checkpoint_final.pt", weights_only=True)
-    assert state["trainer"]["iteration"] == 2 and (bundle / "models" / "model.pt").is_file()
+    train_exported_bundle(bundle, pairs)
 
 
 def test_export_script_takes_the_bundle(trained, tmp_path):
-    script = str(REPO / "scripts" / "export_monailabel.py")
-    ckpt = trained["out"] / "models" / "model.pt"
     app = tmp_path / "app"
-    command = [sys.executable, script, "--bundle", "bundles/pancreas", "--checkpoint", str(ckpt), "--app_dir", str(app),
-               "--network_def#n_filters", "2", "--patch_size", "[32,32,32]"]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(REPO))
+    command = export_command("bundles/pancreas", trained["out"] / "models" / "model.pt", app, PATCH)
+    done = run_command(command)
     assert done.returncode == 0, done.stderr[-3000:]
     bundle = app / "model" / "sasnet_pancreas"  # the name follows the bundle
     assert (bundle / "models" / "model.ts").is_file()
     assert yaml.safe_load((bundle / "configs" / "inference.yaml").read_text())["intensity_window"] == [-125, 275]
     # a checkpoint that does not fit names the Pancreas bundle's way to get one
-    wrong = subprocess.run(command[:-4] + ["--app_dir", str(tmp_path / "other")], capture_output=True, text=True, timeout=300, cwd=str(REPO))
+    wrong = run_command(command[:-4] + ["--app_dir", str(tmp_path / "other")])
     last = wrong.stderr.strip().splitlines()[-1]
     assert wrong.returncode == 2 and "its weights do not fit the configured network" in last and "bundles/pancreas" in last
     assert not (tmp_path / "other").exists()
