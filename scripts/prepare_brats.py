@@ -70,23 +70,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     Bad input ends with ``prepare_brats.py: error: <message>`` as the last line on stderr and exit status 1.
     """
-    args = parse_args(argv)
-    return run_preparation(
-        __file__,
-        prepare_brats,
-        input_dir=args.input_dir,
-        output_dir=args.output_dir,
-        num_labeled=args.num_labeled,
-        modalities=args.modalities,
-        label_mode=args.label_mode,
-        overwrite=args.overwrite,
-        layout=args.layout,
-        train_list=args.train_list,
-        val_list=args.val_list,
-        test_list=args.test_list,
-        datalist_name=args.datalist_name,
-        progress=args.progress,
-    )
+    return run_preparation(__file__, prepare_brats, **vars(parse_args(argv)))  # the options are its arguments
 
 
 if __name__ == "__main__":

@@ -76,21 +76,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     Bad input (a folder or list that is not there, refused cases, a datalist it did not write ...)
     ends with ``prepare_pancreas.py: error: <message>`` as the last line on stderr and exit status 1.
     """
-    args = parse_args(argv)
-    return run_preparation(
-        __file__,
-        prepare_pancreas,
-        input_dir=args.input_dir,
-        output_dir=args.output_dir,
-        num_labeled=args.num_labeled,
-        num_validation=args.num_validation,
-        overwrite=args.overwrite,
-        layout=args.layout,
-        train_list=args.train_list,
-        test_list=args.test_list,
-        datalist_name=args.datalist_name,
-        progress=args.progress,
-    )
+    return run_preparation(__file__, prepare_pancreas, **vars(parse_args(argv)))  # the options are its arguments
 
 
 if __name__ == "__main__":
